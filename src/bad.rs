@@ -1,0 +1,260 @@
+//! The bad worker: the same workload as `optimized.rs`, written the way it often is at first.
+//!
+//! Each section names a problem, the metric that shows it on the dashboard and the profile that
+//! points at it. `optimized.rs` has the same sections in the same order with the fix, so the two
+//! files can be read side by side (`diff src/bad.rs src/optimized.rs`).
+//!
+//! 1. Task leaks: helper tasks with no way to exit.
+//! 2. Capacity mistakes: collections that start empty and grow, and are thrown away per task.
+//! 3. Excess allocation in hot paths: clones, `to_string`/`format!`, intermediate collections,
+//!    metric label lookups per task.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy};
+use crate::task::{self, Operation, TaskError, TaskSpec};
+
+/// How often a round's progress reporter logs.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Payload values an audit helper keeps to report a failure with.
+const AUDIT_SAMPLE: usize = 64;
+
+/// What a task's audit helper is told: its latency, or why it failed.
+type Outcome = Result<Duration, TaskError>;
+
+/// The bad worker's strategy.
+pub struct Bad {
+    data_size: usize,
+    /// Completion signals of the audit helpers, by task id.
+    in_flight: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+}
+
+impl Bad {
+    pub fn new(config: &RunConfig) -> Bad {
+        Bad {
+            data_size: config.data_size,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Strategy for Bad {
+    type Worker = ();
+    type Round = ();
+
+    // ---- The queue -----------------------------------------------------------------------
+    // An unbounded channel never makes the producer wait. While workers keep up nothing shows;
+    // when they fall behind, `worker_tasks_in_queue` climbs without limit and so does memory.
+    fn queue(&self, _config: &RunConfig) -> QueueKind {
+        QueueKind::Unbounded
+    }
+
+    // ---- Per-worker state ------------------------------------------------------------------
+    // Lesson 2: none. Every task allocates its buffers afresh and throws them away.
+    fn worker(&self, _ctx: &Context) {}
+
+    // ---- Lesson 1a: a helper per round that never exits -------------------------------------
+    // Every round starts a progress reporter; nothing stops it, and its JoinHandle is dropped
+    // (detached), so nobody could. One more live task per round, forever.
+    // Shows in: `worker_active_goroutines` stepping up each round;
+    // `go tool pprof -top .../debug/pprof/goroutine` lists `bad::progress_reporter`.
+    fn start_round(&self, round: u64, ctx: &Arc<Context>) {
+        pool::spawn_helper(progress_reporter(round, Arc::clone(ctx)));
+    }
+
+    async fn finish_round(&self, _round: ()) {}
+
+    // ---- Lesson 1b: a helper per task, told only about successes -------------------------
+    fn handle(
+        &self,
+        _worker: &mut (),
+        task: TaskSpec,
+        ctx: &Arc<Context>,
+    ) -> Result<u64, TaskError> {
+        // Lesson 3: a string built for every task, used only if tracing is on.
+        let trace_id = format!("{}-{}-{}", ctx.metrics.kind(), task.id, task.operation);
+        tracing::trace!(%trace_id, "task started");
+
+        // An audit helper waits for the task's outcome, with the first values of its payload to
+        // report a failure with. Its sender is parked in `in_flight` until the task is done...
+        let (done_tx, done_rx) = oneshot::channel();
+        self.pending().insert(task.id, done_tx);
+        let sample: Vec<i64> = task.values(self.data_size).take(AUDIT_SAMPLE).collect();
+        pool::spawn_helper(audit_on_completion(
+            task,
+            trace_id,
+            sample,
+            done_rx,
+            Arc::clone(ctx),
+        ));
+
+        let started = Instant::now();
+        let outcome = process(task, self.data_size);
+        let elapsed = started.elapsed();
+        record(ctx, &task, &outcome, elapsed);
+
+        // ...but a failed task returns here: its sender stays in `in_flight`, neither sent nor
+        // dropped, for as long as the worker lives, and its helper waits all that time, holding
+        // its sample. About one task in a hundred fails.
+        // Shows in: `worker_active_goroutines` climbing with `worker_task_errors_total`, and
+        // `worker_allocated_memory_bytes` creeping up; the goroutine profile's largest entry is
+        // `bad::audit_on_completion`.
+        let digest = outcome?;
+        if let Some(done) = self.pending().remove(&task.id) {
+            let _ = done.send(Ok(elapsed));
+        }
+        Ok(digest)
+    }
+
+    fn finish_worker(&self, _worker: (), _ctx: &Context) {}
+}
+
+impl Bad {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Outcome>>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Logs the progress of one round, in a loop with no exit.
+async fn progress_reporter(round: u64, ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        tick.tick().await;
+        tracing::debug!(round, processed = ctx.metrics.processed_total(), "progress");
+    }
+}
+
+/// Records a task's latency once the worker reports its outcome, or logs the failure with the
+/// payload sample. No timeout, no cancellation: if the outcome never comes and its sender is
+/// never dropped, this task never ends.
+async fn audit_on_completion(
+    task: TaskSpec,
+    trace_id: String,
+    sample: Vec<i64>,
+    done: oneshot::Receiver<Outcome>,
+    ctx: Arc<Context>,
+) {
+    match done.await {
+        Ok(Ok(elapsed)) => {
+            tracing::trace!(%trace_id, ?elapsed, "task audited");
+            ctx.audit.record(Slowest {
+                task: task.id,
+                operation: task.operation,
+                elapsed,
+            });
+        }
+        Ok(Err(err)) => tracing::warn!(%trace_id, ?sample, "task failed: {err}"),
+        Err(_) => {}
+    }
+}
+
+// ---- Lesson 3: metric label lookups per task --------------------------------------------------
+// Every task turns its operation into a new String and looks the series up by label, hashing
+// the label values each time. Shows in: allocations per task; `metrics::record` in the CPU
+// profile.
+fn record(ctx: &Context, task: &TaskSpec, outcome: &Result<u64, TaskError>, elapsed: Duration) {
+    let metrics = &ctx.metrics;
+    let operation = task.operation.to_string();
+    metrics
+        .task_duration
+        .with_label_values(&[&operation])
+        .observe(elapsed.as_secs_f64());
+    metrics
+        .tasks_processed
+        .with_label_values(&[&operation])
+        .inc();
+    if outcome.is_err() {
+        metrics
+            .task_errors
+            .with_label_values(&[&task.operation.to_string()])
+            .inc();
+    }
+}
+
+// ---- Lessons 2 and 3: the task itself ---------------------------------------------------------
+// Shows in: `worker_task_allocations_total` (hundreds to thousands per task), the allocation
+// rate and purge rate panels, and `go tool pprof -top .../debug/pprof/allocs` naming these
+// functions. Functions are `inline(never)` in both workers so profiles name them alike.
+
+/// Computes a task's digest; must agree with `optimized::process` for every task.
+pub fn process(task: TaskSpec, data_size: usize) -> Result<u64, TaskError> {
+    let payload = generate(&task, data_size);
+    // Lesson 3: the error context is formatted for every task, failing or not.
+    let context = format!("task {} ({})", task.id, task.operation);
+    task::validate(&payload).inspect_err(|err| tracing::debug!("{context}: {err}"))?;
+    Ok(match task.operation {
+        Operation::Stats => stats(payload.clone()),
+        Operation::Sort => sort(&payload),
+        Operation::Dedup => dedup(&payload),
+        Operation::Render => render(&payload),
+    })
+}
+
+/// Lesson 2: no capacity, so the Vec reallocates about log2(n) times as it grows.
+#[inline(never)]
+fn generate(task: &TaskSpec, data_size: usize) -> Vec<i64> {
+    let mut payload = Vec::new();
+    for value in task.values(data_size) {
+        payload.push(value);
+    }
+    payload
+}
+
+/// Lesson 3: takes ownership of a clone, then sorts a second copy just to find the extremes.
+#[inline(never)]
+fn stats(payload: Vec<i64>) -> u64 {
+    let sum = payload.iter().fold(0i64, |acc, &v| acc.wrapping_add(v));
+    let mut sorted = payload.clone();
+    sorted.sort();
+    task::mix(&[
+        sum as u64,
+        sorted[0] as u64,
+        sorted[sorted.len() - 1] as u64,
+    ])
+}
+
+/// Lesson 3: a fresh copy to sort, and another one to compute the checksum from.
+#[inline(never)]
+fn sort(payload: &[i64]) -> u64 {
+    let mut sorted = payload.to_vec();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    let checksum = task::weighted_checksum(sorted.clone().into_iter());
+    task::mix(&[median as u64, checksum])
+}
+
+/// Lessons 2 and 3: a map that starts empty every task, keyed by freshly formatted Strings,
+/// then copied into a Vec and sorted to find the fullest bucket.
+#[inline(never)]
+fn dedup(payload: &[i64]) -> u64 {
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for &value in payload {
+        *counts
+            .entry(format!("{}", task::bucket(value)))
+            .or_insert(0) += 1;
+    }
+    let mut ranked: Vec<(usize, u32)> = counts
+        .iter()
+        .map(|(bucket, &count)| (bucket.parse().expect("formatted from a usize"), count))
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let (top_bucket, top_count) = ranked[0];
+    task::mix(&[counts.len() as u64, top_bucket as u64, u64::from(top_count)])
+}
+
+/// Lessons 2 and 3: a String per value, appended to a String that starts empty.
+#[inline(never)]
+fn render(payload: &[i64]) -> u64 {
+    let mut text = String::new();
+    for value in payload {
+        text = text + &value.to_string() + ",";
+    }
+    let mut hash = task::Fnv1a::default();
+    hash.write(text.as_bytes());
+    task::mix(&[hash.0, text.len() as u64])
+}

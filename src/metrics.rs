@@ -1,0 +1,331 @@
+//! The metrics every worker exposes at `/metrics`: the original lab's eight, with its names, and
+//! the Rust extras a learner needs to see the same problems from the runtime's side.
+//!
+//! Every series carries `worker_type`, set once as a registry label so that no code path can
+//! forget it. Task counters are updated as tasks finish; everything about the runtime and the
+//! allocator is read when Prometheus scrapes (`RuntimeCollector`), so a quiet worker costs
+//! nothing between scrapes.
+
+use std::collections::HashMap;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tokio::runtime::Handle;
+
+use crate::alloc;
+use crate::kind::WorkerKind;
+use crate::memory::MemoryStats;
+use crate::task::Operation;
+
+/// Prometheus text exposition format 0.0.4. Prometheus 3 refuses a scrape without it.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Task durations run from microseconds (optimized, small payloads) to tens of milliseconds
+/// (bad, large payloads, busy machine); these bounds keep p50/p95 readable across that range.
+const DURATION_BUCKETS: [f64; 17] = [
+    5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1,
+    0.25, 0.5, 1.0,
+];
+
+/// The task-level metrics; the runtime-level ones live in [`RuntimeCollector`].
+pub struct Metrics {
+    registry: Registry,
+    kind: WorkerKind,
+    /// `worker_tasks_processed_total{operation}`: tasks finished, failed ones included.
+    pub tasks_processed: IntCounterVec,
+    /// `worker_task_errors_total{operation}`: tasks that failed validation.
+    pub task_errors: IntCounterVec,
+    /// `worker_task_processing_duration_seconds{operation}`: time from dequeue to result.
+    pub task_duration: HistogramVec,
+    /// `worker_tasks_in_queue`: tasks produced and not yet picked up by a worker.
+    pub tasks_in_queue: IntGauge,
+    /// `worker_task_allocations_total`: allocation calls made while handling tasks.
+    pub task_allocations: IntCounter,
+    /// `worker_task_allocated_bytes_total`: bytes allocated while handling tasks.
+    pub task_allocated_bytes: IntCounter,
+}
+
+impl Metrics {
+    /// Builds the registry for one worker. `runtime` is the tokio runtime whose tasks
+    /// `worker_active_goroutines` counts.
+    pub fn new(kind: WorkerKind, runtime: Handle) -> Metrics {
+        let labels = HashMap::from([("worker_type".to_owned(), kind.label().to_owned())]);
+        let registry = Registry::new_custom(None, Some(labels)).expect("static registry labels");
+        let metrics = Metrics {
+            tasks_processed: IntCounterVec::new(
+                Opts::new("worker_tasks_processed_total", "Tasks finished, failed ones included."),
+                &["operation"],
+            )
+            .expect("valid metric"),
+            task_errors: IntCounterVec::new(
+                Opts::new("worker_task_errors_total", "Tasks that failed validation."),
+                &["operation"],
+            )
+            .expect("valid metric"),
+            task_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "worker_task_processing_duration_seconds",
+                    "Time from taking a task off the queue to its result.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["operation"],
+            )
+            .expect("valid metric"),
+            tasks_in_queue: IntGauge::new(
+                "worker_tasks_in_queue",
+                "Tasks produced and not yet taken by a worker.",
+            )
+            .expect("valid metric"),
+            task_allocations: IntCounter::new(
+                "worker_task_allocations_total",
+                "Heap allocation calls made while handling tasks (divide by tasks processed for allocations per task).",
+            )
+            .expect("valid metric"),
+            task_allocated_bytes: IntCounter::new(
+                "worker_task_allocated_bytes_total",
+                "Bytes allocated while handling tasks.",
+            )
+            .expect("valid metric"),
+            registry,
+            kind,
+        };
+        // Create every labelled series up front so both workers show all of them from the first
+        // scrape, instead of series appearing as each operation first runs.
+        for op in Operation::ALL {
+            metrics.tasks_processed.with_label_values(&[op.name()]);
+            metrics.task_errors.with_label_values(&[op.name()]);
+            metrics.task_duration.with_label_values(&[op.name()]);
+        }
+        let collectors: [Box<dyn Collector>; 7] = [
+            Box::new(metrics.tasks_processed.clone()),
+            Box::new(metrics.task_errors.clone()),
+            Box::new(metrics.task_duration.clone()),
+            Box::new(metrics.tasks_in_queue.clone()),
+            Box::new(metrics.task_allocations.clone()),
+            Box::new(metrics.task_allocated_bytes.clone()),
+            Box::new(RuntimeCollector::new(runtime)),
+        ];
+        for collector in collectors {
+            metrics
+                .registry
+                .register(collector)
+                .expect("unique metric names");
+        }
+        #[cfg(target_os = "linux")]
+        metrics
+            .registry
+            .register(Box::new(ProcessCollector::default()))
+            .expect("unique metric names");
+        metrics
+    }
+
+    pub fn kind(&self) -> WorkerKind {
+        self.kind
+    }
+
+    /// The exposition text Prometheus scrapes.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        out
+    }
+
+    /// Tasks processed so far, all operations.
+    pub fn processed_total(&self) -> u64 {
+        Self::sum(&self.tasks_processed)
+    }
+
+    /// Tasks failed so far, all operations.
+    pub fn errors_total(&self) -> u64 {
+        Self::sum(&self.task_errors)
+    }
+
+    fn sum(vec: &IntCounterVec) -> u64 {
+        Operation::ALL
+            .iter()
+            .map(|op| vec.with_label_values(&[op.name()]).get())
+            .sum()
+    }
+}
+
+/// Reads the runtime and the allocator at scrape time.
+struct RuntimeCollector {
+    runtime: Handle,
+    descs: Vec<Desc>,
+}
+
+/// Name, help and type of each metric `RuntimeCollector` produces, in the order it produces them.
+const RUNTIME_METRICS: [(&str, &str, MetricType); 9] = [
+    (
+        "worker_active_goroutines",
+        "Live tokio tasks (the guide's goroutines): spawned and not yet finished.",
+        MetricType::GAUGE,
+    ),
+    (
+        "worker_allocated_memory_bytes",
+        "Bytes in live heap allocations (jemalloc stats.allocated).",
+        MetricType::GAUGE,
+    ),
+    (
+        "worker_total_allocations_bytes",
+        "Bytes ever allocated on the heap (counting allocator); a counter despite the guide's name.",
+        MetricType::COUNTER,
+    ),
+    (
+        "worker_gc_runs_total",
+        "jemalloc purge sweeps returning freed pages to the OS: Rust has no GC, this is what rises with churn.",
+        MetricType::COUNTER,
+    ),
+    (
+        "worker_allocations_total",
+        "Heap allocation calls, whole process (counting allocator).",
+        MetricType::COUNTER,
+    ),
+    (
+        "worker_resident_memory_bytes",
+        "Bytes in physically resident pages held by the allocator (jemalloc stats.resident).",
+        MetricType::GAUGE,
+    ),
+    (
+        "worker_runtime_busy_seconds_total",
+        "Time tokio worker threads spent running tasks, summed over threads.",
+        MetricType::COUNTER,
+    ),
+    (
+        "worker_runtime_workers",
+        "tokio worker threads.",
+        MetricType::GAUGE,
+    ),
+    (
+        "worker_runtime_global_queue_depth",
+        "Tasks waiting in tokio's global run queue.",
+        MetricType::GAUGE,
+    ),
+];
+
+impl RuntimeCollector {
+    fn new(runtime: Handle) -> RuntimeCollector {
+        let descs = RUNTIME_METRICS
+            .iter()
+            .map(|(name, help, _)| {
+                Desc::new(
+                    (*name).to_owned(),
+                    (*help).to_owned(),
+                    vec![],
+                    HashMap::new(),
+                )
+                .expect("valid metric")
+            })
+            .collect();
+        RuntimeCollector { runtime, descs }
+    }
+}
+
+impl Collector for RuntimeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let runtime = self.runtime.metrics();
+        let memory = MemoryStats::read();
+        let counts = alloc::process_counts();
+        let busy: f64 = (0..runtime.num_workers())
+            .map(|w| runtime.worker_total_busy_duration(w).as_secs_f64())
+            .sum();
+        let values = [
+            runtime.num_alive_tasks() as f64,
+            memory.allocated as f64,
+            counts.bytes as f64,
+            memory.purges as f64,
+            counts.allocations as f64,
+            memory.resident as f64,
+            busy,
+            runtime.num_workers() as f64,
+            runtime.global_queue_depth() as f64,
+        ];
+        RUNTIME_METRICS
+            .iter()
+            .zip(values)
+            .map(|(&(name, help, kind), value)| family(name, help, kind, value))
+            .collect()
+    }
+}
+
+fn family(name: &str, help: &str, kind: MetricType, value: f64) -> MetricFamily {
+    let mut metric = Metric::default();
+    if kind == MetricType::COUNTER {
+        let mut counter = Counter::default();
+        counter.set_value(value);
+        metric.set_counter(counter);
+    } else {
+        let mut gauge = Gauge::default();
+        gauge.set_value(value);
+        metric.set_gauge(gauge);
+    }
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(help.to_owned());
+    family.set_field_type(kind);
+    family.set_metric(vec![metric]);
+    family
+}
+
+/// The standard `process_*` metrics, with `process_cpu_seconds_total` to the microsecond.
+///
+/// The prometheus crate counts CPU time in whole seconds, so a worker busy 5% of the time
+/// shows a rate that jumps between 0 and 1/30 instead of a flat 0.05; `getrusage` is exact.
+#[cfg(target_os = "linux")]
+struct ProcessCollector {
+    inner: prometheus::process_collector::ProcessCollector,
+}
+
+#[cfg(target_os = "linux")]
+impl Default for ProcessCollector {
+    fn default() -> Self {
+        ProcessCollector {
+            inner: prometheus::process_collector::ProcessCollector::for_self(),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Collector for ProcessCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.inner.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.inner.collect();
+        let seconds = cpu_seconds();
+        for family in &mut families {
+            if family.name() == "process_cpu_seconds_total" {
+                for metric in family.mut_metric() {
+                    let mut counter = Counter::default();
+                    counter.set_value(seconds);
+                    metric.set_counter(counter);
+                }
+            }
+        }
+        families
+    }
+}
+
+/// User plus system CPU time of the whole process.
+#[cfg(target_os = "linux")]
+pub fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF cannot fail on Linux.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}

@@ -1,0 +1,289 @@
+//! The run loop both workers share: a producer paces tasks into a queue, `--workers` tasks take
+//! them off and hand each to the worker's [`Strategy`], and a cancellation token stops it all.
+//!
+//! Everything here is the same for both workers, so that the difference a learner sees on the
+//! dashboard comes only from `bad.rs` versus `optimized.rs`. The strategy decides the three
+//! things the lessons are about: the kind of queue, what happens around each round of tasks, and
+//! how one task is handled.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::alloc;
+use crate::metrics::Metrics;
+use crate::task::{Generator, Operation, TaskError, TaskSpec};
+
+/// What one run does; the flags of both workers map onto it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    /// Tasks per round; rounds repeat until the run is stopped.
+    pub tasks_per_round: u64,
+    /// Concurrent worker tasks taking tasks off the queue.
+    pub workers: usize,
+    /// Elements in each task's payload.
+    pub data_size: usize,
+    /// Tasks produced per second.
+    pub rate: u32,
+    /// Seed of the task stream; the same seed gives both workers the same tasks.
+    pub seed: u64,
+}
+
+/// What every part of a run shares.
+pub struct Context {
+    pub config: RunConfig,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the run must stop (duration elapsed, Ctrl-C, SIGTERM).
+    pub shutdown: CancellationToken,
+    /// The slowest task seen, for the exit summary.
+    pub audit: Audit,
+}
+
+impl Context {
+    pub fn new(config: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Context {
+        Context {
+            config,
+            metrics,
+            shutdown,
+            audit: Audit::default(),
+        }
+    }
+}
+
+/// How tasks wait between the producer and the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// The producer never waits; a backlog grows without limit when workers fall behind.
+    Unbounded,
+    /// The producer waits when this many tasks are queued: backpressure.
+    Bounded(usize),
+}
+
+/// The part of a worker that `bad.rs` and `optimized.rs` each implement, section by section.
+pub trait Strategy: Send + Sync + Sized + 'static {
+    /// State each worker task keeps between tasks.
+    type Worker: Send + 'static;
+    /// What a round leaves behind until it finishes.
+    type Round: Send + 'static;
+
+    fn queue(&self, config: &RunConfig) -> QueueKind;
+
+    fn worker(&self, ctx: &Context) -> Self::Worker;
+
+    /// Called before the first task of each round is produced.
+    fn start_round(&self, round: u64, ctx: &Arc<Context>) -> Self::Round;
+
+    /// Called after the last task of a round is produced, or when the run stops mid-round.
+    fn finish_round(&self, round: Self::Round) -> impl Future<Output = ()> + Send;
+
+    /// Handles one task from dequeue to result, metrics included. Synchronous on purpose: it
+    /// runs on one thread, so the allocations it makes can be counted exactly.
+    fn handle(
+        &self,
+        worker: &mut Self::Worker,
+        task: TaskSpec,
+        ctx: &Arc<Context>,
+    ) -> Result<u64, TaskError>;
+
+    /// Called once when a worker task stops.
+    fn finish_worker(&self, worker: Self::Worker, ctx: &Context);
+}
+
+/// What a run did, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    pub rounds_started: u64,
+    pub tasks_produced: u64,
+    /// Produced but never handled, because the run stopped first.
+    pub tasks_abandoned: u64,
+}
+
+/// Runs `strategy` until `ctx.shutdown` is cancelled, then waits for its worker tasks.
+pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals {
+    let (tx, rx) = queue(strategy.queue(&ctx.config));
+    let rx = Arc::new(AsyncMutex::new(rx));
+    let mut workers = JoinSet::new();
+    for _ in 0..ctx.config.workers {
+        workers.spawn(work(
+            Arc::clone(&strategy),
+            Arc::clone(&ctx),
+            Arc::clone(&rx),
+        ));
+    }
+    let mut totals = produce(&*strategy, &ctx, tx).await;
+    while let Some(joined) = workers.join_next().await {
+        if let Err(err) = joined {
+            tracing::error!("worker task failed: {err}");
+        }
+    }
+    // What is still queued was produced and will never be handled; say so instead of hiding it.
+    let mut rx = rx.lock().await;
+    while rx.try_recv().is_ok() {
+        totals.tasks_abandoned += 1;
+        ctx.metrics.tasks_in_queue.dec();
+    }
+    totals
+}
+
+/// Spawns a helper task. The future is boxed so that its own `poll` is a real call, which makes
+/// its name appear in task dumps (`/debug/pprof/goroutine`) instead of being inlined away.
+pub fn spawn_helper<F>(future: F) -> JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let boxed: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(future);
+    tokio::spawn(boxed)
+}
+
+/// The slowest task a run has seen.
+#[derive(Debug, Default)]
+pub struct Audit {
+    slowest: Mutex<Option<Slowest>>,
+}
+
+/// One task's latency, as the audit keeps it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slowest {
+    pub task: u64,
+    pub operation: Operation,
+    pub elapsed: Duration,
+}
+
+impl Slowest {
+    /// The slower of two records, either of which may be missing.
+    pub fn max(a: Option<Slowest>, b: Option<Slowest>) -> Option<Slowest> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if b.elapsed > a.elapsed { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl Audit {
+    pub fn record(&self, entry: Slowest) {
+        let mut slowest = self.slowest.lock().unwrap_or_else(|e| e.into_inner());
+        *slowest = Slowest::max(*slowest, Some(entry));
+    }
+
+    pub fn slowest(&self) -> Option<Slowest> {
+        *self.slowest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+enum Sender {
+    Unbounded(mpsc::UnboundedSender<TaskSpec>),
+    Bounded(mpsc::Sender<TaskSpec>),
+}
+
+enum Receiver {
+    Unbounded(mpsc::UnboundedReceiver<TaskSpec>),
+    Bounded(mpsc::Receiver<TaskSpec>),
+}
+
+fn queue(kind: QueueKind) -> (Sender, Receiver) {
+    match kind {
+        QueueKind::Unbounded => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Sender::Unbounded(tx), Receiver::Unbounded(rx))
+        }
+        QueueKind::Bounded(capacity) => {
+            let (tx, rx) = mpsc::channel(capacity.max(1));
+            (Sender::Bounded(tx), Receiver::Bounded(rx))
+        }
+    }
+}
+
+impl Sender {
+    /// False once every receiver is gone.
+    async fn send(&self, task: TaskSpec) -> bool {
+        match self {
+            Sender::Unbounded(tx) => tx.send(task).is_ok(),
+            Sender::Bounded(tx) => tx.send(task).await.is_ok(),
+        }
+    }
+}
+
+impl Receiver {
+    async fn recv(&mut self) -> Option<TaskSpec> {
+        match self {
+            Receiver::Unbounded(rx) => rx.recv().await,
+            Receiver::Bounded(rx) => rx.recv().await,
+        }
+    }
+
+    fn try_recv(&mut self) -> Result<TaskSpec, mpsc::error::TryRecvError> {
+        match self {
+            Receiver::Unbounded(rx) => rx.try_recv(),
+            Receiver::Bounded(rx) => rx.try_recv(),
+        }
+    }
+}
+
+/// Produces tasks at `--rate`, round after round, until shutdown.
+async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> RunTotals {
+    let config = &ctx.config;
+    let mut generator = Generator::new(config.seed, config.data_size);
+    let mut pace = tokio::time::interval_at(
+        Instant::now(),
+        Duration::from_secs_f64(1.0 / f64::from(config.rate)),
+    );
+    // Below tokio's 1 ms timer resolution, ticks arrive in bursts; catching up keeps the rate.
+    pace.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut totals = RunTotals::default();
+    for round in 0.. {
+        totals.rounds_started += 1;
+        let guard = strategy.start_round(round, ctx);
+        for _ in 0..config.tasks_per_round {
+            tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled() => {
+                    strategy.finish_round(guard).await;
+                    return totals;
+                }
+                _ = pace.tick() => {}
+            }
+            ctx.metrics.tasks_in_queue.inc();
+            let sent = tokio::select! {
+                biased;
+                () = ctx.shutdown.cancelled() => false,
+                sent = tx.send(generator.next_task()) => sent,
+            };
+            if !sent {
+                ctx.metrics.tasks_in_queue.dec();
+                strategy.finish_round(guard).await;
+                return totals;
+            }
+            totals.tasks_produced += 1;
+        }
+        strategy.finish_round(guard).await;
+    }
+    unreachable!("rounds repeat until shutdown")
+}
+
+/// One worker task: takes tasks off the queue until shutdown.
+async fn work<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>, rx: Arc<AsyncMutex<Receiver>>) {
+    let mut worker = strategy.worker(&ctx);
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => None,
+            task = async { rx.lock().await.recv().await } => task,
+        };
+        let Some(task) = next else { break };
+        ctx.metrics.tasks_in_queue.dec();
+        let before = alloc::thread_counts();
+        let _ = strategy.handle(&mut worker, task, &ctx);
+        if let (Some(before), Some(after)) = (before, alloc::thread_counts()) {
+            let made = after.since(before);
+            ctx.metrics.task_allocations.inc_by(made.allocations);
+            ctx.metrics.task_allocated_bytes.inc_by(made.bytes);
+        }
+    }
+    strategy.finish_worker(worker, &ctx);
+}

@@ -1,0 +1,175 @@
+//! The report a worker prints when it stops: memory, tasks and, for a leaking worker, the leak.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::alloc::AllocCounts;
+use crate::kind::WorkerKind;
+use crate::memory::MemoryStats;
+use crate::pool::{RunTotals, Slowest};
+
+/// A few tasks more at exit than at start are HTTP connections (Prometheus keeps one open);
+/// beyond this, tasks were left behind.
+const LEAK_THRESHOLD: usize = 5;
+
+/// Why the run stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    DurationElapsed,
+    Interrupted,
+    Terminated,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::DurationElapsed => "--duration elapsed",
+            StopReason::Interrupted => "interrupted (Ctrl-C)",
+            StopReason::Terminated => "terminated (SIGTERM)",
+        })
+    }
+}
+
+/// Everything the exit summary reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub kind: WorkerKind,
+    pub elapsed: Duration,
+    pub reason: StopReason,
+    pub totals: RunTotals,
+    pub processed: u64,
+    pub errors: u64,
+    /// Live tokio tasks just before the workload started, and after it stopped.
+    pub live_tasks_start: usize,
+    pub live_tasks_end: usize,
+    pub memory: MemoryStats,
+    pub process_allocs: AllocCounts,
+    pub task_allocs: AllocCounts,
+    pub slowest: Option<Slowest>,
+}
+
+impl Summary {
+    /// Tasks alive at exit that were not alive at start.
+    pub fn leaked_tasks(&self) -> usize {
+        self.live_tasks_end.saturating_sub(self.live_tasks_start)
+    }
+
+    pub fn leaking(&self) -> bool {
+        self.leaked_tasks() > LEAK_THRESHOLD
+    }
+
+    /// Allocation calls per processed task, made while handling it.
+    pub fn allocations_per_task(&self) -> f64 {
+        per(self.task_allocs.allocations, self.processed)
+    }
+
+    pub fn bytes_per_task(&self) -> f64 {
+        per(self.task_allocs.bytes, self.processed)
+    }
+}
+
+fn per(total: u64, tasks: u64) -> f64 {
+    if tasks == 0 {
+        0.0
+    } else {
+        total as f64 / tasks as f64
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        writeln!(
+            f,
+            "=== worker-{} summary: stopped after {secs:.1}s ({}) ===",
+            self.kind, self.reason
+        )?;
+        let error_pct = 100.0 * per(self.errors, self.processed);
+        writeln!(
+            f,
+            "tasks processed      {} ({:.1}/s), {} failed validation ({error_pct:.1}%), {} left in queue",
+            self.processed,
+            self.processed as f64 / secs.max(1e-9),
+            self.errors,
+            self.totals.tasks_abandoned
+        )?;
+        writeln!(
+            f,
+            "live tokio tasks     {} at exit, {} at start",
+            self.live_tasks_end, self.live_tasks_start
+        )?;
+        if self.leaking() {
+            writeln!(
+                f,
+                "  LEAK: {} tasks outlived their work: helpers with no exit path are still waiting.\n        \
+                 See them: go tool pprof -top http://HOST/debug/pprof/goroutine",
+                self.leaked_tasks()
+            )?;
+        }
+        writeln!(
+            f,
+            "allocated            {} (jemalloc stats.allocated)",
+            bytes(self.memory.allocated)
+        )?;
+        writeln!(
+            f,
+            "total allocated      {} in {} allocations",
+            bytes(self.process_allocs.bytes),
+            self.process_allocs.allocations
+        )?;
+        writeln!(
+            f,
+            "  per task           {:.1} allocations, {} (while handling tasks)",
+            self.allocations_per_task(),
+            bytes(self.bytes_per_task() as u64)
+        )?;
+        writeln!(
+            f,
+            "resident             {} (jemalloc stats.resident)",
+            bytes(self.memory.resident)
+        )?;
+        writeln!(
+            f,
+            "allocator purges     {} (worker_gc_runs_total: Rust has no GC; these rise with churn)",
+            self.memory.purges
+        )?;
+        if let Some(slowest) = self.slowest {
+            writeln!(
+                f,
+                "slowest task         #{} {} in {:.3} ms",
+                slowest.task,
+                slowest.operation,
+                slowest.elapsed.as_secs_f64() * 1e3
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Bytes in binary units, e.g. `12.3 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_binary_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+}

@@ -1,0 +1,219 @@
+//! Shared helpers for the integration tests: external tools and real worker processes.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+pub use profiling_lab::client::{Response, metric_value};
+
+/// The repository root (where Cargo.toml lives).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Finds an external tool on PATH.
+///
+/// With `LAB_REQUIRE_TOOLS=1` (set by `.ci/run`) a missing tool fails the test, so CI can never
+/// pass by skipping; elsewhere the test prints why it skipped and the caller returns early.
+pub fn require_tool(name: &str, install_hint: &str) -> Option<PathBuf> {
+    if let Some(path) = which(name) {
+        return Some(path);
+    }
+    let test = std::thread::current().name().unwrap_or("test").to_owned();
+    if std::env::var("LAB_REQUIRE_TOOLS").is_ok_and(|v| v == "1") {
+        panic!(
+            "{test}: `{name}` not found on PATH and LAB_REQUIRE_TOOLS=1; install it with: {install_hint}"
+        );
+    }
+    eprintln!("SKIP {test}: `{name}` not found on PATH; install it with: {install_hint}");
+    None
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `go tool pprof` is how the guide reads profiles; Debian's golang-go provides it.
+pub fn require_go() -> Option<PathBuf> {
+    require_tool("go", "apt-get install -y --no-install-recommends golang-go")
+}
+
+pub fn require_promtool() -> Option<PathBuf> {
+    require_tool(
+        "promtool",
+        "apt-get install -y --no-install-recommends prometheus",
+    )
+}
+
+/// Runs `go tool pprof ARGS`, returning its stdout; panics with its stderr when it fails.
+pub fn go_pprof(go: &PathBuf, args: &[&str]) -> String {
+    let home = std::env::temp_dir().join("profiling-lab-pprof-home");
+    let out = Command::new(go)
+        .args(["tool", "pprof"])
+        .args(args)
+        // pprof saves every fetched profile under $HOME/pprof; keep tests from filling $HOME.
+        .env("PPROF_TMPDIR", &home)
+        .output()
+        .expect("go runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} failed:\n{stderr}\n{stdout}"
+    );
+    stdout
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A worker binary running on a free loopback port; killed when dropped.
+pub struct Worker {
+    pub kind: &'static str,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+/// The path of a worker binary Cargo built for the tests.
+pub fn worker_binary(kind: &str) -> &'static str {
+    match kind {
+        "bad" => env!("CARGO_BIN_EXE_worker-bad"),
+        "optimized" => env!("CARGO_BIN_EXE_worker-optimized"),
+        other => panic!("no worker kind {other:?}"),
+    }
+}
+
+impl Worker {
+    /// Starts `worker-<kind>` with `args` on a port the OS picks and waits until it is healthy.
+    pub fn start(kind: &'static str, args: &[&str]) -> Worker {
+        let mut child = Command::new(worker_binary(kind))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the worker binary starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = serving_address(&line) {
+                    let _ = addr_tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("worker-{kind} did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        let worker = Worker {
+            kind,
+            addr,
+            child: Some(child),
+            log,
+        };
+        wait_for("/healthz", Duration::from_secs(10), || {
+            profiling_lab::client::get(&worker.url("/healthz"), Duration::from_secs(2))
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        worker
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// GETs `path`; error statuses are returned, transport errors panic.
+    pub fn get(&self, path: &str) -> Response {
+        profiling_lab::client::get(&self.url(path), Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("worker-{}: {e}\n{}", self.kind, self.log()))
+    }
+
+    pub fn metrics(&self) -> String {
+        let response = self.get("/metrics");
+        assert_eq!(response.status, 200);
+        response.text()
+    }
+
+    /// The sum of a metric's series; panics if it is missing.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics(), name)
+            .unwrap_or_else(|| panic!("worker-{} has no metric {name}", self.kind))
+    }
+
+    /// What the worker logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and what it printed on stdout.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        Self::finish(&mut child)
+    }
+
+    /// Waits for the worker to exit on its own (after --duration).
+    pub fn wait(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        Self::finish(&mut child)
+    }
+
+    fn finish(child: &mut Child) -> (ExitStatus, String) {
+        let mut stdout = String::new();
+        child
+            .stdout
+            .take()
+            .expect("piped stdout")
+            .read_to_string(&mut stdout)
+            .expect("utf-8 stdout");
+        (child.wait().expect("worker exits"), stdout)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The address in the worker's "serving http://ADDR/metrics" log line.
+fn serving_address(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("serving http://")? + "serving http://".len()..];
+    rest[..rest.find('/')?].parse().ok()
+}
