@@ -21,6 +21,7 @@
 //! | [`server`], [`http`] | the HTTP endpoints and their parameter checks |
 //! | [`cli`], [`worker`], [`summary`] | flags, the process's life, the exit report |
 //! | [`client`] | the HTTP client the lab's tools and tests use |
+//! | [`lab`] | the `lab` tool: the stack without Nix, headless comparison, profiles, benchmarks |
 
 pub mod alloc;
 pub mod bad;
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod http;
 pub mod kind;
+pub mod lab;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

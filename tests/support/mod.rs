@@ -1,14 +1,14 @@
 //! Shared helpers for the integration tests: external tools and real worker processes.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use profiling_lab::WorkerKind;
 pub use profiling_lab::client::{Response, metric_value};
+use profiling_lab::lab::procs::WorkerProcess;
 
 /// The repository root (where Cargo.toml lives).
 pub fn repo_root() -> PathBuf {
@@ -34,10 +34,7 @@ pub fn require_tool(name: &str, install_hint: &str) -> Option<PathBuf> {
 }
 
 fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    profiling_lab::lab::procs::find_on_path(name)
 }
 
 /// `go tool pprof` is how the guide reads profiles; Debian's golang-go provides it.
@@ -90,8 +87,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
 pub struct Worker {
     pub kind: &'static str,
     pub addr: SocketAddr,
-    child: Option<Child>,
-    log: Arc<Mutex<String>>,
+    process: WorkerProcess,
 }
 
 /// The path of a worker binary Cargo built for the tests.
@@ -106,58 +102,36 @@ pub fn worker_binary(kind: &str) -> &'static str {
 impl Worker {
     /// Starts `worker-<kind>` with `args` on a port the OS picks and waits until it is healthy.
     pub fn start(kind: &'static str, args: &[&str]) -> Worker {
-        let mut child = Command::new(worker_binary(kind))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the worker binary starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = serving_address(&line) {
-                    let _ = addr_tx.send(addr);
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("worker-{kind} did not start:\n{}", log.lock().unwrap());
-            }
+        let worker_kind = match kind {
+            "bad" => WorkerKind::Bad,
+            _ => WorkerKind::Optimized,
         };
-        let worker = Worker {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let process = WorkerProcess::spawn(
+            Path::new(worker_binary(kind)),
+            worker_kind,
+            listen,
+            &args,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        Worker {
             kind,
-            addr,
-            child: Some(child),
-            log,
-        };
-        wait_for("/healthz", Duration::from_secs(10), || {
-            profiling_lab::client::get(&worker.url("/healthz"), Duration::from_secs(2))
-                .ok()
-                .filter(|r| r.status == 200)
-        });
-        worker
+            addr: process.addr,
+            process,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.process.url(path)
     }
 
     /// GETs `path`; error statuses are returned, transport errors panic.
     pub fn get(&self, path: &str) -> Response {
-        profiling_lab::client::get(&self.url(path), Duration::from_secs(120))
-            .unwrap_or_else(|e| panic!("worker-{}: {e}\n{}", self.kind, self.log()))
+        self.process
+            .get(path, Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("worker-{}: {e}\n{}", self.kind, self.process.log()))
     }
 
     pub fn metrics(&self) -> String {
@@ -174,46 +148,16 @@ impl Worker {
 
     /// What the worker logged so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.log()
     }
 
     /// Sends SIGTERM and waits for the exit; returns the status and what it printed on stdout.
-    pub fn terminate(mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        Self::finish(&mut child)
+    pub fn terminate(self) -> (ExitStatus, String) {
+        self.process.terminate().unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Waits for the worker to exit on its own (after --duration).
-    pub fn wait(mut self) -> (ExitStatus, String) {
-        let mut child = self.child.take().expect("running");
-        Self::finish(&mut child)
+    pub fn wait(self) -> (ExitStatus, String) {
+        self.process.wait().unwrap_or_else(|e| panic!("{e}"))
     }
-
-    fn finish(child: &mut Child) -> (ExitStatus, String) {
-        let mut stdout = String::new();
-        child
-            .stdout
-            .take()
-            .expect("piped stdout")
-            .read_to_string(&mut stdout)
-            .expect("utf-8 stdout");
-        (child.wait().expect("worker exits"), stdout)
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The address in the worker's "serving http://ADDR/metrics" log line.
-fn serving_address(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("serving http://")? + "serving http://".len()..];
-    rest[..rest.find('/')?].parse().ok()
 }

@@ -1,0 +1,67 @@
+//! `lab`: the lab's own tool. It runs the stack without Nix (`demo`, `stop`, `logs`, `grafana`,
+//! `clean`), compares the two workers headless (`compare`), fetches profiles (`profile`) and
+//! measures the figures the lab promises (`bench`).
+
+pub mod bench;
+pub mod compare;
+pub mod procs;
+pub mod profile;
+pub mod stack;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lab",
+    version,
+    about = "The profiling lab's tool: run the stack, compare the workers, fetch profiles, measure."
+)]
+struct Lab {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start both workers, Prometheus and Grafana (when installed) and wait until all are healthy
+    Demo(stack::DemoArgs),
+    /// Stop a running `lab demo`
+    Stop(stack::StopArgs),
+    /// Show the logs of the demo's services
+    Logs(stack::LogsArgs),
+    /// Open the Grafana dashboard in a browser (or print its URL)
+    Grafana(stack::GrafanaArgs),
+    /// Delete the demo's data and logs
+    Clean(stack::CleanArgs),
+    /// Run both workers side by side and report the difference (table, JSON, charts)
+    Compare(compare::CompareArgs),
+    /// Fetch a profile from a worker, save it and print its top entries
+    Profile(profile::ProfileArgs),
+    /// Measure the lab's figures: cost per task, allocations per task, instrumentation overhead
+    Bench(bench::BenchArgs),
+}
+
+/// The `main` of the `lab` binary.
+pub fn main() -> ExitCode {
+    let lab = Lab::parse();
+    crate::logging::init();
+    let result = match lab.command {
+        Command::Demo(args) => stack::demo(args),
+        Command::Stop(args) => stack::stop(args),
+        Command::Logs(args) => stack::logs(args),
+        Command::Grafana(args) => stack::grafana(args),
+        Command::Clean(args) => stack::clean(args),
+        Command::Compare(args) => compare::run(args),
+        Command::Profile(args) => profile::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
