@@ -37,8 +37,9 @@
         inherit cargoArtifacts;
         # The tests run once, in checks.nextest, with the tools they need.
         doCheck = false;
-        # The release profile keeps line tables (`debug = "line-tables-only"`) so that CPU
-        # profiles and task dumps name file:line; stdenv's default strip would drop them.
+        # The release profile keeps limited debug info (`debug = "limited"`: function paths and
+        # file:line) that the in-process symbolization of every profile and task dump reads;
+        # stdenv's default strip would drop it.
         dontStrip = true;
         meta = {
           description = "A lab for finding and fixing performance bugs in async Rust with metrics and pprof profiles";

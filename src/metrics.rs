@@ -31,7 +31,7 @@ const DURATION_BUCKETS: [f64; 17] = [
     0.25, 0.5, 1.0,
 ];
 
-/// The task-level metrics; the runtime-level ones live in [`RuntimeCollector`].
+/// The task-level metrics; the runtime-level ones are read at scrape time by `RuntimeCollector`.
 pub struct Metrics {
     registry: Registry,
     kind: WorkerKind,

@@ -277,13 +277,25 @@ async fn work<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>, rx: Arc<AsyncMut
         };
         let Some(task) = next else { break };
         ctx.metrics.tasks_in_queue.dec();
-        let before = alloc::thread_counts();
-        let _ = strategy.handle(&mut worker, task, &ctx);
-        if let (Some(before), Some(after)) = (before, alloc::thread_counts()) {
-            let made = after.since(before);
-            ctx.metrics.task_allocations.inc_by(made.allocations);
-            ctx.metrics.task_allocated_bytes.inc_by(made.bytes);
-        }
+        let _ = handle_counted(&*strategy, &mut worker, task, &ctx);
     }
     strategy.finish_worker(worker, &ctx);
+}
+
+/// Handles one task and adds the allocations it made to `worker_task_allocations_total`: what a
+/// worker task does for every task it takes (`lab bench` measures this path too).
+pub fn handle_counted<S: Strategy>(
+    strategy: &S,
+    worker: &mut S::Worker,
+    task: TaskSpec,
+    ctx: &Arc<Context>,
+) -> Result<u64, TaskError> {
+    let before = alloc::thread_counts();
+    let result = strategy.handle(worker, task, ctx);
+    if let (Some(before), Some(after)) = (before, alloc::thread_counts()) {
+        let made = after.since(before);
+        ctx.metrics.task_allocations.inc_by(made.allocations);
+        ctx.metrics.task_allocated_bytes.inc_by(made.bytes);
+    }
+    result
 }

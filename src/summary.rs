@@ -119,7 +119,7 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "  per task           {:.1} allocations, {} (while handling tasks)",
+            "  per task           {:.2} allocations, {} (while handling tasks)",
             self.allocations_per_task(),
             bytes(self.bytes_per_task() as u64)
         )?;

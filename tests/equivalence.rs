@@ -95,3 +95,18 @@ fn optimized_processing_allocates_nothing_once_warm_and_bad_processing_a_lot() {
         "bad made only {bad:?} over 400 tasks"
     );
 }
+
+#[test]
+fn reserving_buffers_that_already_fit_allocates_nothing() {
+    let mut scratch = Scratch::with_capacity(0);
+    scratch.reserve(3000);
+    let mut generator = Generator::new(5, 3000);
+    let tasks: Vec<TaskSpec> = (0..50).map(|_| generator.next_task()).collect();
+    let _ = optimized::process(&tasks[0], &mut scratch, 3000);
+    let before = alloc::thread_counts().unwrap();
+    for task in &tasks {
+        scratch.reserve(3000);
+        let _ = optimized::process(task, &mut scratch, 3000);
+    }
+    assert_eq!(alloc::thread_counts().unwrap().since(before).allocations, 0);
+}
