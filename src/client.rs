@@ -69,6 +69,41 @@ pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// The buckets of histogram `name` in Prometheus text exposition: `(le, cumulative count)` pairs
+/// from the `NAME_bucket{...,le="X"}` series, summed over all other labels (as
+/// `sum by (le) (NAME_bucket)` does) and sorted by bound, `+Inf` last. Empty when there is no
+/// such histogram.
+pub fn histogram_buckets(exposition: &str, name: &str) -> Vec<(f64, f64)> {
+    let series = format!("{name}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix(&series) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once('}') else {
+            continue;
+        };
+        let bound = labels
+            .split(',')
+            .find_map(|pair| pair.trim().strip_prefix("le=\""))
+            .and_then(|v| v.strip_suffix('"'))
+            .and_then(|v| v.parse::<f64>().ok());
+        let count = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok());
+        let (Some(bound), Some(count)) = (bound, count) else {
+            continue;
+        };
+        match buckets.iter_mut().find(|(le, _)| *le == bound) {
+            Some((_, total)) => *total += count,
+            None => buckets.push((bound, count)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +113,16 @@ mod tests {
         let text = "# HELP x\nx_total{a=\"1\"} 2\nx_total{a=\"2\"} 3.5\nx_total_more 100\n";
         assert_eq!(metric_value(text, "x_total"), Some(5.5));
         assert_eq!(metric_value(text, "y"), None);
+    }
+
+    #[test]
+    fn sums_histogram_buckets_by_bound() {
+        let text = "h_bucket{op=\"a\",le=\"0.1\"} 1\nh_bucket{op=\"a\",le=\"+Inf\"} 3\n\
+                    h_bucket{op=\"b\",le=\"0.1\"} 2\nh_bucket{op=\"b\",le=\"+Inf\"} 2\nh_sum 9\n";
+        assert_eq!(
+            histogram_buckets(text, "h"),
+            vec![(0.1, 3.0), (f64::INFINITY, 5.0)]
+        );
+        assert!(histogram_buckets(text, "g").is_empty());
     }
 }

@@ -199,9 +199,12 @@ impl Scratch {
     /// Grows the buffers to fit payloads of `data_size` values; does nothing once they do.
     /// (`reserve` counts from the current length, and the buffers still hold the last task.)
     pub fn reserve(&mut self, data_size: usize) {
-        self.payload.reserve(data_size.saturating_sub(self.payload.len()));
-        self.sorted.reserve(data_size.saturating_sub(self.sorted.len()));
-        self.counts.reserve(BUCKETS.saturating_sub(self.counts.len()));
+        self.payload
+            .reserve(data_size.saturating_sub(self.payload.len()));
+        self.sorted
+            .reserve(data_size.saturating_sub(self.sorted.len()));
+        self.counts
+            .reserve(BUCKETS.saturating_sub(self.counts.len()));
         let text = data_size * WIDEST_VALUE;
         self.text.reserve(text.saturating_sub(self.text.len()));
     }

@@ -39,7 +39,11 @@ pub fn main(kind: WorkerKind) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(kind, args)) {
+    let result = runtime.block_on(run(kind, args));
+    // Work still running on the blocking pool (a profile being symbolized for a client that
+    // is gone) must not hold up the exit.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    match result {
         Ok(summary) => {
             print!("{summary}");
             ExitCode::SUCCESS

@@ -224,10 +224,16 @@ fn the_exit_summary_reports_memory_tasks_and_the_leak() {
     );
     // Warm-up may grow a thread's buffers once; per task that rounds to nothing.
     let per_task = |out: &str| -> f64 {
-        let line = out.lines().find(|l| l.trim_start().starts_with("per task")).unwrap();
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("per task"))
+            .unwrap();
         line.split_whitespace().nth(2).unwrap().parse().unwrap()
     };
-    assert!(per_task(&optimized_out) < 0.05, "optimized summary:\n{optimized_out}");
+    assert!(
+        per_task(&optimized_out) < 0.05,
+        "optimized summary:\n{optimized_out}"
+    );
     assert!(per_task(&bad_out) > 50.0, "bad summary:\n{bad_out}");
 }
 

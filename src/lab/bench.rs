@@ -103,7 +103,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let (bad, optimized) = task_costs(&tasks, data_size, round);
     eprintln!("measuring the instrumentation's cost...");
     let instrumentation = instrumentation(&tasks, data_size, round)?;
-    eprintln!("leaking {} tasks and timing /metrics and the task profile...", args.leaked_tasks);
+    eprintln!(
+        "leaking {} tasks and timing /metrics and the task profile...",
+        args.leaked_tasks
+    );
     let leaked = leaked_tasks(args.leaked_tasks)?;
 
     let report = BenchReport {
@@ -163,7 +166,10 @@ fn task_costs(tasks: &[TaskSpec], data_size: usize, round: Duration) -> (TaskCos
         next_bad += 1;
         let before = alloc::thread_counts().unwrap_or_default();
         let _ = std::hint::black_box(bad::process(task, data_size));
-        add(&mut bad_allocs, alloc::thread_counts().unwrap_or_default().since(before));
+        add(
+            &mut bad_allocs,
+            alloc::thread_counts().unwrap_or_default().since(before),
+        );
         bad_tasks += 1;
     };
     let mut run_optimized = || {
@@ -171,7 +177,10 @@ fn task_costs(tasks: &[TaskSpec], data_size: usize, round: Duration) -> (TaskCos
         next_optimized += 1;
         let before = alloc::thread_counts().unwrap_or_default();
         let _ = std::hint::black_box(optimized::process(task, &mut scratch, data_size));
-        add(&mut optimized_allocs, alloc::thread_counts().unwrap_or_default().since(before));
+        add(
+            &mut optimized_allocs,
+            alloc::thread_counts().unwrap_or_default().since(before),
+        );
         optimized_tasks += 1;
     };
     let [bad_nanos, optimized_nanos] = alternate(round, &mut [&mut run_bad, &mut run_optimized]);
@@ -209,7 +218,11 @@ fn instrumentation(
         seed: 42,
     };
     let metrics = Arc::new(Metrics::new(WorkerKind::Optimized, rt.handle().clone()));
-    let ctx = Arc::new(Context::new(config.clone(), metrics, CancellationToken::new()));
+    let ctx = Arc::new(Context::new(
+        config.clone(),
+        metrics,
+        CancellationToken::new(),
+    ));
     let strategy = Optimized::new(&config);
     let mut worker = strategy.worker(&ctx);
     let mut scratch = Scratch::with_capacity(data_size);
@@ -237,10 +250,9 @@ fn instrumentation(
     };
     let [jemalloc, counting] = alternate(
         round / 4,
-        &mut [
-            &mut || pair(&tikv_jemallocator::Jemalloc),
-            &mut || pair(&CountingAlloc),
-        ],
+        &mut [&mut || pair(&tikv_jemallocator::Jemalloc), &mut || {
+            pair(&CountingAlloc)
+        }],
     );
     Ok(Instrumentation {
         bare_nanos_per_task: bare_nanos,
@@ -285,7 +297,8 @@ fn leaked_tasks(count: u64) -> Result<LeakedTasks, String> {
     let handle = rt.handle().clone();
     let time = |format: TaskFormat| -> Result<f64, String> {
         let start = Instant::now();
-        rt.block_on(tasks::render(&handle, format)).map_err(|e| e.message)?;
+        rt.block_on(tasks::render(&handle, format))
+            .map_err(|e| e.message)?;
         Ok(start.elapsed().as_secs_f64() * 1e3)
     };
     // The first dump parses the binary's debug information; time the second of each.
@@ -305,7 +318,11 @@ fn leaked_tasks(count: u64) -> Result<LeakedTasks, String> {
 
 fn ratio(bad: f64, optimized: f64) -> String {
     if optimized == 0.0 {
-        if bad == 0.0 { "-".into() } else { "∞ (optimized: 0)".into() }
+        if bad == 0.0 {
+            "-".into()
+        } else {
+            "∞ (optimized: 0)".into()
+        }
     } else {
         format!("{:.1}x", bad / optimized)
     }
@@ -314,9 +331,17 @@ fn ratio(bad: f64, optimized: f64) -> String {
 fn table(r: &BenchReport) -> String {
     let mut out = String::new();
     let micros = |nanos: f64| format!("{:.1} µs", nanos / 1e3);
-    let _ = writeln!(out, "lab bench: payloads of {} values, medians of {ROUNDS} alternating rounds", r.data_size);
+    let _ = writeln!(
+        out,
+        "lab bench: payloads of {} values, medians of {ROUNDS} alternating rounds",
+        r.data_size
+    );
     let _ = writeln!(out);
-    let _ = writeln!(out, "{:<34}{:>14}{:>14}{:>20}", "per task", "bad", "optimized", "bad/optimized");
+    let _ = writeln!(
+        out,
+        "{:<34}{:>14}{:>14}{:>20}",
+        "per task", "bad", "optimized", "bad/optimized"
+    );
     let _ = writeln!(
         out,
         "{:<34}{:>14}{:>14}{:>20}",
@@ -343,8 +368,15 @@ fn table(r: &BenchReport) -> String {
     );
     let i = &r.instrumentation;
     let _ = writeln!(out);
-    let _ = writeln!(out, "instrumentation on the optimized worker (goal: at most 2%)");
-    let _ = writeln!(out, "  processing alone                {}/task", micros(i.bare_nanos_per_task));
+    let _ = writeln!(
+        out,
+        "instrumentation on the optimized worker (goal: at most 2%)"
+    );
+    let _ = writeln!(
+        out,
+        "  processing alone                {}/task",
+        micros(i.bare_nanos_per_task)
+    );
     let _ = writeln!(
         out,
         "  as a worker handles it          {}/task ({:+.2}%: timing, metrics, allocation window)",
@@ -356,18 +388,37 @@ fn table(r: &BenchReport) -> String {
         "  counting allocator              {:.1} ns per alloc+free vs {:.1} ns for jemalloc alone",
         i.counting_nanos_per_allocation, i.jemalloc_nanos_per_allocation
     );
-    let _ = writeln!(out, "                                  (the optimized worker allocates nothing per task)");
+    let _ = writeln!(
+        out,
+        "                                  (the optimized worker allocates nothing per task)"
+    );
     let l = &r.leaked;
     let _ = writeln!(out);
-    let _ = writeln!(out, "with {} leaked tasks (goals: /metrics under 1 ms, task profile under 1 s)", l.tasks);
+    let _ = writeln!(
+        out,
+        "with {} leaked tasks (goals: /metrics under 1 ms, task profile under 1 s)",
+        l.tasks
+    );
     let _ = writeln!(
         out,
         "  /metrics render                 {:.0} µs (median of 201, {})",
         l.metrics_render_micros,
         bytes(l.metrics_bytes as u64)
     );
-    let _ = writeln!(out, "  task profile (goroutine)        {:.0} ms", l.task_profile_millis);
-    let _ = writeln!(out, "  task dump as text (debug=1)     {:.0} ms", l.task_text_millis);
-    let _ = writeln!(out, "  memory per leaked task          {:.0} B (an idle task and its channel)", l.bytes_per_leaked_task);
+    let _ = writeln!(
+        out,
+        "  task profile (goroutine)        {:.0} ms",
+        l.task_profile_millis
+    );
+    let _ = writeln!(
+        out,
+        "  task dump as text (debug=1)     {:.0} ms",
+        l.task_text_millis
+    );
+    let _ = writeln!(
+        out,
+        "  memory per leaked task          {:.0} B (an idle task and its channel)",
+        l.bytes_per_leaked_task
+    );
     out
 }

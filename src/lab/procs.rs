@@ -1,6 +1,9 @@
 //! Child processes of the `lab` tool (and of the tests): worker binaries started on loopback,
-//! found by the address they log, stopped with SIGTERM so they print their summaries.
+//! found by the address they log, stopped with SIGTERM so they print their summaries; and the
+//! generic parts `lab demo` needs for Prometheus and Grafana: log files, health waits, stopping
+//! with a deadline, signals, and telling whether a process recorded in a state file still runs.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -54,19 +57,33 @@ impl WorkerProcess {
         args: &[String],
         log_file: Option<&Path>,
     ) -> Result<WorkerProcess, String> {
-        let mut child = Command::new(binary)
-            .arg("--listen")
-            .arg(listen.to_string())
-            .args(args)
-            .env(
+        let mut command = Command::new(binary);
+        command.arg("--listen").arg(listen.to_string()).args(args);
+        WorkerProcess::spawn_command(command, kind, log_file)
+    }
+
+    /// Like [`WorkerProcess::spawn`], for a `command` the caller has prepared: the binary, its
+    /// `--listen` and other flags, and anything else (see [`isolate`]). Sets `RUST_LOG` unless
+    /// the command already has it, pipes stdout (the exit summary) and stderr (the log), and
+    /// waits until `/healthz` answers.
+    pub fn spawn_command(
+        mut command: Command,
+        kind: WorkerKind,
+        log_file: Option<&Path>,
+    ) -> Result<WorkerProcess, String> {
+        if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+            command.env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            );
+        }
+        let program = PathBuf::from(command.get_program());
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         let mut file = match log_file {
             Some(path) => Some(
                 std::fs::File::create(path)
@@ -147,6 +164,47 @@ impl WorkerProcess {
         let mut child = self.child.take().expect("running");
         finish(&mut child)
     }
+
+    /// Sends SIGTERM without waiting, so that several processes can stop at the same time;
+    /// follow with [`WorkerProcess::wait_within`].
+    pub fn begin_terminate(&self) {
+        if let Some(child) = &self.child {
+            signal_terminate(child);
+        }
+    }
+
+    /// The exit status if the worker has exited (it should not have, before it is told to).
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, String> {
+        match &mut self.child {
+            Some(child) => child
+                .try_wait()
+                .map_err(|e| format!("checking on worker-{}: {e}", self.kind)),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits at most `timeout` for the worker to exit (after [`WorkerProcess::begin_terminate`]),
+    /// then kills it; returns how it ended and what it printed on stdout (its summary).
+    pub fn wait_within(mut self, timeout: Duration) -> Result<Stopped, String> {
+        let mut child = self.child.take().expect("running");
+        let killed = wait_or_kill(&mut child, timeout)?;
+        let (status, output) = finish(&mut child)?;
+        Ok(Stopped {
+            status,
+            output,
+            killed,
+        })
+    }
+}
+
+/// How a child process ended when it was asked to stop.
+#[derive(Debug)]
+pub struct Stopped {
+    pub status: ExitStatus,
+    /// What it printed on stdout, when stdout was piped to us.
+    pub output: String,
+    /// It did not stop within the time allowed and was killed.
+    pub killed: bool,
 }
 
 impl Drop for WorkerProcess {
@@ -194,6 +252,245 @@ pub fn wait_healthy(url: &str, timeout: Duration) -> Result<Duration, String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!("{url} not healthy after {timeout:?} ({last})"))
+}
+
+/// Polls `child` until it exits or `timeout` passes; `None` when it is still running.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| format!("waiting for process {}: {e}", child.id()))?
+        {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits at most `timeout` for `child` to exit, then kills it; true when it had to be killed.
+/// (`Child` keeps the status `try_wait` saw, so a later `wait` still returns it.)
+fn wait_or_kill(child: &mut Child, timeout: Duration) -> Result<bool, String> {
+    if wait_timeout(child, timeout)?.is_some() {
+        return Ok(false);
+    }
+    let _ = child.kill();
+    Ok(true)
+}
+
+/// Asks `child` to stop with SIGTERM, waits at most `timeout`, then kills it. Returns its exit
+/// status and whether it had to be killed.
+pub fn stop_child(child: &mut Child, timeout: Duration) -> Result<(ExitStatus, bool), String> {
+    signal_terminate(child);
+    finish_within(child, timeout)
+}
+
+/// Waits at most `timeout` for a child already told to stop, then kills it. Returns its exit
+/// status and whether it had to be killed.
+pub fn finish_within(child: &mut Child, timeout: Duration) -> Result<(ExitStatus, bool), String> {
+    if let Some(status) = wait_timeout(child, timeout)? {
+        return Ok((status, false));
+    }
+    let _ = child.kill();
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for process {}: {e}", child.id()))?;
+    Ok((status, true))
+}
+
+/// Prepares `command` to run as a service of a foreground program such as `lab demo`:
+/// - in a process group of its own, so the terminal's Ctrl-C reaches only the program, which
+///   then stops its children in order and collects what they print;
+/// - on Linux, sent SIGTERM by the kernel if the thread that spawned it dies (even by
+///   `kill -9`), so no service outlives the program. Spawn from the main thread: the kernel
+///   watches the spawning thread, not the process.
+pub fn isolate(command: &mut Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: getpid before the fork; prctl and getppid are async-signal-safe calls
+            // made between fork and exec, touching no memory of the parent.
+            let parent = unsafe { libc::getpid() };
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent died between fork and prctl: nobody would stop us.
+                    if libc::getppid() != parent {
+                        return Err(std::io::Error::other("the parent process exited"));
+                    }
+                    Ok(())
+                });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = command;
+}
+
+/// Starts `command` with stdin closed and stdout and stderr appended to `log_file`.
+pub fn spawn_logged(command: &mut Command, log_file: &Path) -> Result<Child, String> {
+    let open = || {
+        File::options()
+            .create(true)
+            .append(true)
+            .open(log_file)
+            .map_err(|e| format!("cannot write {}: {e}", log_file.display()))
+    };
+    let (stdout, stderr) = (open()?, open()?);
+    command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", command.get_program().display()))
+}
+
+/// Polls `url` until it answers 200, like [`wait_healthy`], but gives up early when `child`
+/// exits (a service that cannot start should not be waited for) or `interrupted` says so.
+pub fn wait_child_healthy(
+    url: &str,
+    child: &mut Child,
+    timeout: Duration,
+    interrupted: &mut dyn FnMut() -> bool,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut last = String::from("no answer yet");
+    while start.elapsed() < timeout {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| format!("checking on process {}: {e}", child.id()))?
+        {
+            return Err(format!("exited ({status}) before {url} answered"));
+        }
+        if interrupted() {
+            return Err("interrupted".into());
+        }
+        match client::get(url, Duration::from_secs(2)) {
+            Ok(r) if r.status == 200 => return Ok(start.elapsed()),
+            Ok(r) => last = format!("status {}", r.status),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("{url} not healthy after {timeout:?} ({last})"))
+}
+
+/// A channel that receives the name of each SIGINT (Ctrl-C) and SIGTERM this process gets,
+/// from now on: the handlers are installed before this returns, and the signals no longer end
+/// the process. A thread with a small tokio runtime does the listening.
+pub fn termination_signals() -> Result<mpsc::Receiver<&'static str>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| format!("cannot start the signal listener: {e}"))?;
+    let (tx, rx) = mpsc::channel();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _entered = runtime.enter();
+        let listen = |kind| signal(kind).map_err(|e| format!("cannot listen for signals: {e}"));
+        let mut interrupt = listen(SignalKind::interrupt())?;
+        let mut terminate = listen(SignalKind::terminate())?;
+        drop(_entered);
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                loop {
+                    let name = tokio::select! {
+                        _ = interrupt.recv() => "SIGINT",
+                        _ = terminate.recv() => "SIGTERM",
+                    };
+                    if tx.send(name).is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+    }
+    #[cfg(not(unix))]
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if tx.send("Ctrl-C").is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    Ok(rx)
+}
+
+/// Sends SIGTERM to the process `pid` (one this program did not start: `lab stop` uses it on
+/// the demo recorded in its state file).
+pub fn terminate_pid(pid: u32) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        let pid = libc::pid_t::try_from(pid).map_err(|_| format!("no such process {pid}"))?;
+        // SAFETY: kill(2) with a checked pid; it only sends a signal.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(format!(
+                "cannot signal process {pid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    Err(format!(
+        "cannot signal process {pid} on this platform: stop it with Ctrl-C"
+    ))
+}
+
+/// Whether process `pid` is running. A zombie (exited, not yet reaped by its parent) counts as
+/// stopped: it holds no ports and does nothing.
+pub fn process_alive(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state letter follows the command name in parentheses, which may hold spaces.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X"),
+            Err(_) => false,
+        }
+    }
+    #[cfg(all(unix, not(target_os = "linux")))]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        unsafe {
+            libc::kill(pid, 0) == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
+    }
+}
+
+/// The command line of process `pid`, where the system shows it (Linux `/proc`); `None`
+/// elsewhere or when the process is gone. Used to check that a pid from a state file still
+/// belongs to the program that wrote it and not to a process that reused the number.
+pub fn command_line(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|&b| b == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect(),
+    )
 }
 
 /// The address in a worker's "serving http://ADDR/metrics" log line.

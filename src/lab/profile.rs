@@ -1,10 +1,504 @@
-//! PLACEHOLDER: `lab profile` (being written).
+//! `lab profile`: fetches one profile from a worker, saves it under `pprof/` with a timestamped
+//! name and prints its top entries, with `go tool pprof` (or Google's `pprof`) when installed and
+//! with the lab's own summary otherwise. The guide's `profile-cpu.sh` and `profile-mem.sh` for
+//! a running worker, or for one it starts itself (`--start`).
 
-use std::process::ExitCode;
+mod top;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, SystemTime};
+
+use clap::ValueEnum;
+
+use crate::client;
+use crate::kind::WorkerKind;
+use crate::lab::procs::{self, WorkerProcess};
+use crate::pprof::encode::gunzip_profile;
+
+/// Which profile, by the name a learner thinks of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    /// CPU samples (/debug/pprof/profile?seconds=N)
+    Cpu,
+    /// Live memory by allocation site (/debug/pprof/heap)
+    Heap,
+    /// Memory allocated since start by site, freed or not (/debug/pprof/allocs)
+    Allocs,
+    /// Live tokio tasks by where they wait: Go's goroutine profile (/debug/pprof/goroutine)
+    #[value(alias = "goroutine")]
+    Tasks,
+    /// CPU samples as an SVG flamegraph (/debug/pprof/flamegraph?seconds=N)
+    Flamegraph,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Cpu => "cpu",
+            Kind::Heap => "heap",
+            Kind::Allocs => "allocs",
+            Kind::Tasks => "tasks",
+            Kind::Flamegraph => "flamegraph",
+        }
+    }
+
+    fn sampled(self) -> bool {
+        matches!(self, Kind::Cpu | Kind::Flamegraph)
+    }
+
+    fn path(self, seconds: u64) -> String {
+        match self {
+            Kind::Cpu => format!("/debug/pprof/profile?seconds={seconds}"),
+            Kind::Heap => "/debug/pprof/heap".into(),
+            Kind::Allocs => "/debug/pprof/allocs".into(),
+            Kind::Tasks => "/debug/pprof/goroutine".into(),
+            Kind::Flamegraph => format!("/debug/pprof/flamegraph?seconds={seconds}"),
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Kind::Flamegraph => "svg",
+            _ => "pb.gz",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Worker {
+    Bad,
+    Optimized,
+}
+
+impl From<Worker> for WorkerKind {
+    fn from(worker: Worker) -> WorkerKind {
+        match worker {
+            Worker::Bad => WorkerKind::Bad,
+            Worker::Optimized => WorkerKind::Optimized,
+        }
+    }
+}
+
+/// Who prints the top entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Viewer {
+    /// `go tool pprof` if `go` is on PATH, else `pprof`, else the lab's own summary
+    Auto,
+    /// `go tool pprof -top`
+    Go,
+    /// Google's standalone `pprof -top`
+    Pprof,
+    /// The lab's own summary (no external tools)
+    Lab,
+}
+
+/// Default length of a CPU profile: long enough for about a thousand samples per busy core at
+/// 100 Hz, short enough to wait for. (Go's default is 30 s; pass --seconds 30 for the guide's.)
+const DEFAULT_SECONDS: u64 = 10;
+
+/// How long a worker started with `--start` works before it is profiled: about a thousand
+/// tasks at the default rate, enough for the leak and the allocations to show.
+const DEFAULT_WARMUP: Duration = Duration::from_secs(5);
+
+/// How long a worker started with `--start` may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+const AFTER_HELP: &str = "\
+Examples:
+  lab profile tasks bad                      which tasks leak (worker on 127.0.0.1:9090)
+  lab profile allocs bad --start             start a worker, let it run, profile it, stop it
+  lab profile cpu optimized --seconds 30     the guide's profile-cpu.sh
+  lab profile heap bad --start -- --rate 1000 --data-size 2000
+Profiles are saved as pprof/WORKER-KIND-YYYYMMDDTHHMMSSZ.pb.gz (.svg for flamegraphs); open
+one with `go tool pprof -http=: FILE` or list a function with `go tool pprof -list 'bad::render' FILE`.";
 
 #[derive(Debug, clap::Args)]
-pub struct ProfileArgs {}
+#[command(after_help = AFTER_HELP)]
+pub struct ProfileArgs {
+    /// Which profile
+    #[arg(value_enum)]
+    kind: Kind,
 
-pub fn run(_: ProfileArgs) -> Result<ExitCode, String> {
-    Err("lab profile is not built yet".into())
+    /// Which worker
+    #[arg(value_enum)]
+    worker: Worker,
+
+    /// How long to sample, for cpu and flamegraph [default: 10]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=crate::pprof::MAX_SECONDS))]
+    seconds: Option<u64>,
+
+    /// The worker's address [default: http://127.0.0.1:9090 (bad), http://127.0.0.1:9091 (optimized)]
+    #[arg(long, value_name = "URL", conflicts_with = "start", value_parser = parse_url)]
+    url: Option<String>,
+
+    /// Start the worker on a free port first (and stop it afterwards)
+    #[arg(long)]
+    start: bool,
+
+    /// With --start: how long the worker runs before it is profiled [default: 5s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
+
+    /// Where to save profiles
+    #[arg(long, value_name = "DIR", default_value = "pprof")]
+    dir: PathBuf,
+
+    /// How many entries to print
+    #[arg(long, value_name = "N", default_value_t = 15)]
+    top: usize,
+
+    /// Who prints the top entries
+    #[arg(long, value_enum, default_value_t = Viewer::Auto)]
+    viewer: Viewer,
+
+    /// With --start: flags for the worker, after `--` (e.g. -- --rate 1000)
+    #[arg(last = true, value_name = "WORKER_FLAGS")]
+    worker_flags: Vec<String>,
+}
+
+/// A base URL: `http://HOST:PORT`, without a trailing slash or path.
+fn parse_url(value: &str) -> Result<String, String> {
+    let trimmed = value.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .ok_or("expected http://HOST:PORT, e.g. http://127.0.0.1:9090")?;
+    if rest.is_empty() || rest.contains('/') {
+        return Err("expected http://HOST:PORT without a path, e.g. http://127.0.0.1:9090".into());
+    }
+    Ok(trimmed.to_owned())
+}
+
+pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
+    let kind: WorkerKind = args.worker.into();
+    if args.seconds.is_some() && !args.kind.sampled() {
+        return Ok(usage(&format!(
+            "--seconds applies to cpu and flamegraph profiles; a {} profile is a snapshot",
+            args.kind.name()
+        )));
+    }
+    if !args.worker_flags.is_empty() && !args.start {
+        return Ok(usage("worker flags after `--` need --start"));
+    }
+    if args.warmup.is_some() && !args.start {
+        return Ok(usage(
+            "--warmup needs --start (a running worker is profiled as it is)",
+        ));
+    }
+    let seconds = args.seconds.unwrap_or(DEFAULT_SECONDS);
+    let viewer = resolve_viewer(args.viewer)?;
+
+    let started = if args.start {
+        Some(start_worker(kind, &args, seconds)?)
+    } else {
+        None
+    };
+    let base = match (&started, &args.url) {
+        (Some(worker), _) => worker.url(""),
+        (None, Some(url)) => url.clone(),
+        (None, None) => format!("http://{}", kind.default_listen()),
+    };
+    let fetched = fetch(kind, args.kind, &base, seconds);
+    if let Some(worker) = started {
+        // The profile is in hand (or the fetch failed); the worker has done its part. Its
+        // summary is not needed, so a worker slow to exit is not waited for long.
+        worker.begin_terminate();
+        if worker.wait_within(STOP_TIMEOUT)?.killed {
+            eprintln!(
+                "warning: the worker did not exit within {}s of SIGTERM; killed it",
+                STOP_TIMEOUT.as_secs()
+            );
+        }
+    }
+    let (body, text_dump) = fetched?;
+
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+    let stamp = timestamp(SystemTime::now());
+    let path = save(
+        &args.dir,
+        &format!("{kind}-{}-{stamp}", args.kind.name()),
+        args.kind.extension(),
+        &body,
+    )?;
+    println!("saved {}", path.display());
+    if let Some(text) = text_dump {
+        let text_path = save(
+            &args.dir,
+            &format!("{kind}-{}-{stamp}", args.kind.name()),
+            "txt",
+            &text,
+        )?;
+        println!(
+            "saved {} (the same tasks as text, grouped, with file:line: ?debug=1)",
+            text_path.display()
+        );
+    }
+    if args.kind == Kind::Flamegraph {
+        println!(
+            "open it in a browser: the widest boxes are where the CPU time goes; click one to zoom in"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!();
+    // Every task's leaf frame is a tokio wait point (a oneshot, a Notify, a timer); the code
+    // that made it wait is further up, so tasks are ranked by cum, as with `-top -cum`.
+    let by_cum = args.kind == Kind::Tasks;
+    print_top(&viewer, &path, args.top, by_cum)?;
+    println!("\n{}", next_steps(args.kind, kind, &path));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where to look next, for this kind of profile.
+fn next_steps(profile: Kind, worker: WorkerKind, path: &Path) -> String {
+    let path = path.display();
+    if profile == Kind::Tasks {
+        format!(
+            "each group's full stack, with file:line: the .txt beside it, or go tool pprof -traces {path}"
+        )
+    } else {
+        format!(
+            "line by line: go tool pprof -list 'profiling_lab::{worker}::' {path}\n\
+             in a browser (graph, flamegraph, source): go tool pprof -http=: {path}"
+        )
+    }
+}
+
+/// Prints a usage error the way clap does and gives its exit status.
+fn usage(message: &str) -> ExitCode {
+    eprintln!("error: {message}\n\nFor more information, try '--help'.");
+    ExitCode::from(2)
+}
+
+/// What prints the top entries, decided before anything runs so `--viewer go` without Go fails
+/// at once.
+enum Resolved {
+    /// A program and the arguments before `-top`: `go tool pprof` or `pprof`.
+    External(PathBuf, Vec<&'static str>, &'static str),
+    Lab,
+}
+
+fn resolve_viewer(viewer: Viewer) -> Result<Resolved, String> {
+    let go = || {
+        procs::find_on_path("go")
+            .map(|go| Resolved::External(go, vec!["tool", "pprof"], "go tool pprof"))
+    };
+    let pprof = || procs::find_on_path("pprof").map(|p| Resolved::External(p, vec![], "pprof"));
+    match viewer {
+        Viewer::Auto => Ok(go().or_else(pprof).unwrap_or(Resolved::Lab)),
+        Viewer::Go => go().ok_or_else(|| {
+            "--viewer go: `go` is not on PATH (install Go, e.g. apt-get install golang-go, or use --viewer lab)".into()
+        }),
+        Viewer::Pprof => pprof().ok_or_else(|| {
+            "--viewer pprof: `pprof` is not on PATH (go install github.com/google/pprof@latest, or use --viewer lab)".into()
+        }),
+        Viewer::Lab => Ok(Resolved::Lab),
+    }
+}
+
+fn start_worker(
+    kind: WorkerKind,
+    args: &ProfileArgs,
+    seconds: u64,
+) -> Result<WorkerProcess, String> {
+    let binary = procs::sibling_binary(kind.binary())?;
+    let mut flags = args.worker_flags.clone();
+    // The worker's own default (60s) could end the run before the profile does.
+    if !flags
+        .iter()
+        .any(|f| f == "--duration" || f.starts_with("--duration="))
+    {
+        let lifetime = args.warmup.unwrap_or(DEFAULT_WARMUP)
+            + Duration::from_secs(seconds)
+            + Duration::from_secs(600);
+        flags.push("--duration".into());
+        flags.push(humantime::format_duration(lifetime).to_string());
+    }
+    let warmup = args.warmup.unwrap_or(DEFAULT_WARMUP);
+    let worker = WorkerProcess::spawn(
+        &binary,
+        kind,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &flags,
+        None,
+    )?;
+    eprintln!(
+        "started worker-{kind} on {}; letting it work for {} before profiling",
+        worker.addr,
+        humantime::format_duration(warmup)
+    );
+    std::thread::sleep(warmup);
+    Ok(worker)
+}
+
+/// GETs the profile (and, for tasks, the grouped text dump too).
+fn fetch(
+    kind: WorkerKind,
+    profile: Kind,
+    base: &str,
+    seconds: u64,
+) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+    let url = format!("{base}{}", profile.path(seconds));
+    if profile.sampled() {
+        eprintln!("sampling worker-{kind}'s CPU for {seconds}s: {url}");
+    } else {
+        eprintln!("fetching {url}");
+    }
+    // Symbolizing a large profile takes a few seconds on top of the sampling time.
+    let timeout = Duration::from_secs(seconds + 60);
+    let body = get(kind, profile, base, &url, timeout)?;
+    let text = if profile == Kind::Tasks {
+        Some(get(
+            kind,
+            profile,
+            base,
+            &format!("{url}?debug=1"),
+            timeout,
+        )?)
+    } else {
+        None
+    };
+    Ok((body, text))
+}
+
+fn get(
+    kind: WorkerKind,
+    profile: Kind,
+    base: &str,
+    url: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let response = client::get(url, timeout).map_err(|e| {
+        format!(
+            "worker-{kind} is not reachable at {base} ({e}).\n\
+             Start the workers with `lab demo`, point at another with --url, or let this command \
+             start one: lab profile {} {kind} --start",
+            profile.name()
+        )
+    })?;
+    let message = || response.text().trim().to_owned();
+    match response.status {
+        200 => Ok(response.body),
+        409 => Err(format!(
+            "worker-{kind}'s CPU profiler is busy (409): {}",
+            message()
+        )),
+        404 => Err(format!(
+            "{url} does not exist (404): is {base} a worker of this lab?"
+        )),
+        status => Err(format!(
+            "worker-{kind} answered {status} for {url}: {}",
+            message()
+        )),
+    }
+}
+
+/// `2026-11-24T20:30:00Z` -> `20261124T203000Z`: sorts by time, no characters a shell or
+/// Windows would trip on.
+fn timestamp(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+/// Writes `DIR/STEM.EXT`, or `STEM-2.EXT`, ... if a profile of the same second exists.
+fn save(dir: &Path, stem: &str, extension: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    for n in 1.. {
+        let name = if n == 1 {
+            format!("{stem}.{extension}")
+        } else {
+            format!("{stem}-{n}.{extension}")
+        };
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                use std::io::Write;
+                file.write_all(bytes)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot write {}: {e}", path.display())),
+        }
+    }
+    unreachable!("1.. is endless")
+}
+
+fn print_top(viewer: &Resolved, path: &Path, n: usize, by_cum: bool) -> Result<(), String> {
+    let cum = if by_cum { " -cum" } else { "" };
+    if let Resolved::External(program, prefix, name) = viewer {
+        let output = Command::new(program)
+            .args(prefix)
+            .arg("-top")
+            .args(by_cum.then_some("-cum"))
+            .arg(format!("-nodecount={n}"))
+            .arg(path)
+            .output();
+        match output {
+            Ok(out) if out.status.success() => {
+                println!(
+                    "top entries, by {name} -top{cum} -nodecount={n} {}:",
+                    path.display()
+                );
+                print!("{}", String::from_utf8_lossy(&out.stdout));
+                return Ok(());
+            }
+            Ok(out) => eprintln!(
+                "{name} failed ({}); using the lab's own summary instead:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => eprintln!("cannot run {name} ({e}); using the lab's own summary instead"),
+        }
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let profile = gunzip_profile(&bytes)?;
+    let mut top = top::top(&profile)?;
+    if by_cum {
+        top.sort_by_cum();
+    }
+    println!("top entries{cum}, by the lab's own summary (no go or pprof on PATH):");
+    print!("{}", top::render(&top, n));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_sort_and_have_no_separators() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_552_200);
+        assert_eq!(timestamp(t), "20261124T203000Z");
+    }
+
+    #[test]
+    fn urls_are_base_addresses() {
+        assert_eq!(
+            parse_url("http://127.0.0.1:9090/").unwrap(),
+            "http://127.0.0.1:9090"
+        );
+        assert!(parse_url("127.0.0.1:9090").unwrap_err().contains("http://"));
+        assert!(
+            parse_url("http://h:1/debug/pprof")
+                .unwrap_err()
+                .contains("without a path")
+        );
+    }
+
+    #[test]
+    fn saving_never_overwrites() {
+        let dir = std::env::temp_dir().join(format!("lab-profile-save-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = save(&dir, "bad-cpu-x", "pb.gz", b"1").unwrap();
+        let b = save(&dir, "bad-cpu-x", "pb.gz", b"2").unwrap();
+        assert_ne!(a, b);
+        assert!(b.to_string_lossy().ends_with("bad-cpu-x-2.pb.gz"));
+        assert_eq!(std::fs::read(&a).unwrap(), b"1");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

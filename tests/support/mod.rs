@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use profiling_lab::WorkerKind;
 pub use profiling_lab::client::{Response, metric_value};
-use profiling_lab::lab::procs::WorkerProcess;
+use profiling_lab::lab::procs::{Stopped, WorkerProcess};
 
 /// The repository root (where Cargo.toml lives).
 pub fn repo_root() -> PathBuf {
@@ -154,6 +154,14 @@ impl Worker {
     /// Sends SIGTERM and waits for the exit; returns the status and what it printed on stdout.
     pub fn terminate(self) -> (ExitStatus, String) {
         self.process.terminate().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Sends SIGTERM and waits at most `timeout` before killing it.
+    pub fn terminate_within(self, timeout: Duration) -> Stopped {
+        self.process.begin_terminate();
+        self.process
+            .wait_within(timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Waits for the worker to exit on its own (after --duration).
