@@ -324,8 +324,10 @@ fn bin_dir(root: &Path, programs: &[(&str, &Path)]) -> PathBuf {
 #[cfg(unix)]
 fn write_script(path: &Path, body: &str) {
     use std::os::unix::fs::PermissionsExt;
-    // PATH is the test's bin dir only: give the script the usual tools back.
-    std::fs::write(path, format!("#!/bin/sh\nPATH=/usr/bin:/bin\n{body}")).unwrap();
+    // `lab demo` runs it with a PATH of the test's bin dir only: give the script the test's own
+    // PATH back (not /usr/bin:/bin, which the Nix build sandbox does not have).
+    let path_var = std::env::var("PATH").unwrap_or_default();
+    std::fs::write(path, format!("#!/bin/sh\nPATH='{path_var}'\n{body}")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
@@ -932,7 +934,7 @@ fn lab_demo_starts_grafana_with_the_provisioning_and_lab_grafana_opens_the_dashb
         &format!(
             "for a in \"$@\"; do echo \"$a\"; done > '{r}.args.partial'\n\
              env > '{r}.env'\necho $$ > '{r}.pid'\nmv '{r}.args.partial' '{r}.args'\n\
-             echo 'stand-in grafana started'\nexec /bin/sleep 600\n",
+             echo 'stand-in grafana started'\nexec sleep 600\n",
             r = record.display()
         ),
     );
