@@ -241,9 +241,20 @@ fn finish(child: &mut Child) -> Result<(ExitStatus, String), String> {
 
 /// Polls `url` until it answers 200; returns how long that took.
 pub fn wait_healthy(url: &str, timeout: Duration) -> Result<Duration, String> {
+    poll_healthy(url, timeout, || Ok(()))
+}
+
+/// Polls `url` every 50 ms until it answers 200 or `timeout` passes; `give_up` is asked before
+/// each try and ends the wait early with its error.
+fn poll_healthy(
+    url: &str,
+    timeout: Duration,
+    mut give_up: impl FnMut() -> Result<(), String>,
+) -> Result<Duration, String> {
     let start = Instant::now();
     let mut last = String::from("no answer yet");
     while start.elapsed() < timeout {
+        give_up()?;
         match client::get(url, Duration::from_secs(2)) {
             Ok(r) if r.status == 200 => return Ok(start.elapsed()),
             Ok(r) => last = format!("status {}", r.status),
@@ -361,9 +372,7 @@ pub fn wait_child_healthy(
     timeout: Duration,
     interrupted: &mut dyn FnMut() -> bool,
 ) -> Result<Duration, String> {
-    let start = Instant::now();
-    let mut last = String::from("no answer yet");
-    while start.elapsed() < timeout {
+    poll_healthy(url, timeout, || {
         if let Some(status) = child
             .try_wait()
             .map_err(|e| format!("checking on process {}: {e}", child.id()))?
@@ -373,14 +382,8 @@ pub fn wait_child_healthy(
         if interrupted() {
             return Err("interrupted".into());
         }
-        match client::get(url, Duration::from_secs(2)) {
-            Ok(r) if r.status == 200 => return Ok(start.elapsed()),
-            Ok(r) => last = format!("status {}", r.status),
-            Err(e) => last = e,
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!("{url} not healthy after {timeout:?} ({last})"))
+        Ok(())
+    })
 }
 
 /// A channel that receives the name of each SIGINT (Ctrl-C) and SIGTERM this process gets,

@@ -46,13 +46,8 @@ impl CpuSession {
     /// Stops sampling and returns the gzipped pprof profile. Symbolizes, so call it off the
     /// async threads.
     pub fn into_pprof(self) -> Result<Vec<u8>, ApiError> {
-        let report = self
-            .guard
-            .report()
-            .build()
-            .map_err(|e| ApiError::internal("building the CPU report", e))?;
-        encode::release_symbol_cache();
-        let profile = report
+        let profile = self
+            .into_report()?
             .pprof()
             .map_err(|e| ApiError::internal("converting the CPU report", e))?;
         encode::gzip_profile(&profile).map_err(|e| ApiError::internal("CPU profile", e))
@@ -60,12 +55,7 @@ impl CpuSession {
 
     /// Stops sampling and returns the samples as an SVG flamegraph.
     pub fn into_flamegraph(self) -> Result<Vec<u8>, ApiError> {
-        let report = self
-            .guard
-            .report()
-            .build()
-            .map_err(|e| ApiError::internal("building the CPU report", e))?;
-        encode::release_symbol_cache();
+        let report = self.into_report()?;
         let mut svg = Vec::new();
         report
             .flamegraph(&mut svg)
@@ -78,6 +68,17 @@ impl CpuSession {
             ));
         }
         Ok(svg)
+    }
+
+    /// Stops sampling and symbolizes the samples.
+    fn into_report(self) -> Result<pprof::Report, ApiError> {
+        let report = self
+            .guard
+            .report()
+            .build()
+            .map_err(|e| ApiError::internal("building the CPU report", e))?;
+        encode::release_symbol_cache();
+        Ok(report)
     }
 }
 

@@ -5,16 +5,16 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`session`] | starts, samples and stops the two workers |
-//! | [`sample`] | one scrape of `/metrics`; the CSV of all of them |
-//! | [`stats`] | least squares and `histogram_quantile` |
-//! | [`report`] | the figures and their JSON |
-//! | [`table`] | the text report |
-//! | [`series`], [`charts`] | each series over time, drawn as SVG and PNG |
-//! | [`html`] | the self-contained HTML report |
-//! | [`out`] | the files `--out` writes |
-//! | [`gate`] | `--fail-if` thresholds |
-//! | [`progress`] | the progress line on stderr |
+//! | `session` | starts, samples and stops the two workers |
+//! | `sample` | one scrape of `/metrics`; the CSV of all of them |
+//! | `stats` | least squares and `histogram_quantile` |
+//! | `report` | the figures and their JSON |
+//! | `table` | the text report |
+//! | `series`, `charts` | each series over time, drawn as SVG and PNG |
+//! | `html` | the self-contained HTML report |
+//! | `out` | the files `--out` writes |
+//! | `gate` | `--fail-if` thresholds |
+//! | `progress` | the progress line on stderr |
 
 mod charts;
 mod gate;
