@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::{RangedI64ValueParser, RangedU64ValueParser};
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::kind::WorkerKind;
@@ -24,17 +25,17 @@ use crate::pool::RunConfig;
 pub struct WorkerArgs {
     /// Tasks per round; rounds repeat until --duration has passed
     #[arg(long, env = "LAB_TASKS", allow_negative_numbers = true, default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+          value_parser = tasks_range())]
     pub tasks: u64,
 
     /// Concurrent worker tasks taking tasks off the queue
     #[arg(long, env = "LAB_WORKERS", allow_negative_numbers = true, default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+          value_parser = workers_range())]
     pub workers: u64,
 
     /// Integers in each task's payload
     #[arg(long, env = "LAB_DATA_SIZE", allow_negative_numbers = true, default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+          value_parser = data_size_range())]
     pub data_size: u64,
 
     /// How long to run: 30s, 10m, 48h, ...
@@ -43,7 +44,7 @@ pub struct WorkerArgs {
 
     /// Tasks produced per second; two workers at the same rate run the same stream at the same pace
     #[arg(long, env = "LAB_RATE", allow_negative_numbers = true, default_value_t = 200,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+          value_parser = rate_range())]
     pub rate: u32,
 
     /// Seed of the task stream; the same seed gives the same tasks
@@ -102,6 +103,29 @@ impl WorkerArgs {
             seed: self.seed,
         }
     }
+}
+
+// The allowed values of the workload flags. `lab demo` and `lab compare` pass these flags on to
+// the workers, so they check them with the same parsers: what they accept, the workers accept.
+
+/// `--tasks`: tasks per round.
+pub fn tasks_range() -> RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=1_000_000_000)
+}
+
+/// `--workers`: concurrent worker tasks.
+pub fn workers_range() -> RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=10_000)
+}
+
+/// `--data-size`: integers per payload.
+pub fn data_size_range() -> RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=1_000_000)
+}
+
+/// `--rate`: tasks per second.
+pub fn rate_range() -> RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=1_000_000)
 }
 
 /// Longest run accepted: about ten years, far beyond any class.

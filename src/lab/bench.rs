@@ -31,7 +31,7 @@ use crate::{bad, runtime};
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Integers in each task's payload (the workers' --data-size)
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 10_000, value_parser = crate::cli::data_size_range())]
     pub data_size: u64,
 
     /// Time spent on each timed comparison, split into alternating rounds: 500ms, 2s, ...

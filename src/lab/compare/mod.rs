@@ -76,22 +76,22 @@ pub struct CompareArgs {
 
     /// Tasks produced per second, by each worker
     #[arg(long, default_value_t = 200,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+          value_parser = crate::cli::rate_range())]
     rate: u32,
 
     /// Integers in each task's payload
     #[arg(long, default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+          value_parser = crate::cli::data_size_range())]
     data_size: u64,
 
     /// Tasks per round (a bad worker leaks one progress reporter per round)
     #[arg(long, default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+          value_parser = crate::cli::tasks_range())]
     tasks: u64,
 
     /// Concurrent worker tasks in each worker
     #[arg(long, default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+          value_parser = crate::cli::workers_range())]
     workers: u64,
 
     /// Seed of the task stream; both workers get the same tasks

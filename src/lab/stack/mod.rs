@@ -95,12 +95,12 @@ pub struct DemoArgs {
 
     /// Tasks per round, for both workers
     #[arg(long, value_name = "N", default_value_t = 100_000, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+          value_parser = crate::cli::tasks_range())]
     pub tasks: u64,
 
     /// Concurrent worker tasks, for both workers
     #[arg(long, value_name = "N", default_value_t = 50, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+          value_parser = crate::cli::workers_range())]
     pub workers: u64,
 
     /// How long the workers run
@@ -109,12 +109,12 @@ pub struct DemoArgs {
 
     /// Integers in each task's payload [default: the workers' own]
     #[arg(long, value_name = "N", allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+          value_parser = crate::cli::data_size_range())]
     pub data_size: Option<u64>,
 
     /// Tasks produced per second [default: the workers' own]
     #[arg(long, value_name = "R", allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+          value_parser = crate::cli::rate_range())]
     pub rate: Option<u32>,
 }
 
