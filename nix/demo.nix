@@ -49,6 +49,12 @@
         failure_threshold = 60;
       };
 
+      # Every long-running process: a crash is restarted, a crash loop gives up.
+      availability = {
+        restart = "on_failure";
+        max_restarts = 5;
+      };
+
       worker = kind: port: {
         command = lib.escapeShellArgs (lib.concatLists [
           [ (lib.getExe self'.packages."worker-${kind}") ]
@@ -56,10 +62,7 @@
           [ "--listen" (address port) ]
         ]);
         readiness_probe = probe port "/healthz";
-        availability = {
-          restart = "on_failure";
-          max_restarts = 5;
-        };
+        inherit availability;
       };
 
       grafanaIni = (pkgs.formats.ini { }).generate "profiling-lab-grafana.ini" {
@@ -144,19 +147,13 @@
               "--web.listen-address=${address ports.prometheus}"
             ];
             readiness_probe = probe ports.prometheus "/-/ready";
-            availability = {
-              restart = "on_failure";
-              max_restarts = 5;
-            };
+            inherit availability;
           };
 
           grafana = {
             command = startGrafana;
             readiness_probe = probe ports.grafana "/api/health";
-            availability = {
-              restart = "on_failure";
-              max_restarts = 5;
-            };
+            inherit availability;
           };
 
           # Disabled in `nix run .#demo` (process-compose-flake disables a process named

@@ -63,10 +63,14 @@ pub fn ready(base: &str) -> bool {
     client::get(&format!("{base}/-/ready"), TIMEOUT).is_ok_and(|r| r.status == 200)
 }
 
+/// A JSON string field, or empty when it is missing or not a string.
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_default().to_owned()
+}
+
 /// The active scrape targets.
 pub fn targets(base: &str) -> Result<Vec<Target>, String> {
     let data = api_get(base, "/api/v1/targets?state=active")?;
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     Ok(data["activeTargets"]
         .as_array()
         .into_iter()
@@ -115,7 +119,6 @@ pub fn query(base: &str, expr: &str) -> Result<Vec<Sample>, String> {
 /// The loaded rule groups and each rule's health.
 pub fn rule_groups(base: &str) -> Result<Vec<RuleGroup>, String> {
     let data = api_get(base, "/api/v1/rules")?;
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     Ok(data["groups"]
         .as_array()
         .into_iter()
