@@ -4,16 +4,19 @@
 //! can configure a worker without a command line. Bad values stop the program with status 2 and
 //! a message naming the flag and what it accepts, before any work starts.
 
-use std::fs::File;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::time::Duration;
 
-use clap::builder::{RangedI64ValueParser, RangedU64ValueParser};
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{Command, CommandFactory, FromArgMatches, Parser};
 
 use crate::kind::WorkerKind;
 use crate::pool::RunConfig;
+use crate::profile_file::ProfilePath;
 
 /// Flags of `worker-bad` and `worker-optimized`.
 #[derive(Debug, Clone, Parser)]
@@ -39,7 +42,9 @@ pub struct WorkerArgs {
     pub data_size: u64,
 
     /// How long to run: 30s, 10m, 48h, ...
-    #[arg(long, env = "LAB_DURATION", default_value = "60s", value_parser = parse_duration)]
+    // Hyphen values reach the parser, so `-5s` is "cannot be negative", not "unexpected argument".
+    #[arg(long, env = "LAB_DURATION", default_value = "60s", allow_hyphen_values = true,
+          value_parser = parse_duration)]
     pub duration: Duration,
 
     /// Tasks produced per second; two workers at the same rate run the same stream at the same pace
@@ -48,25 +53,29 @@ pub struct WorkerArgs {
     pub rate: u32,
 
     /// Seed of the task stream; the same seed gives the same tasks
-    #[arg(
-        long,
-        env = "LAB_SEED",
-        allow_negative_numbers = true,
-        default_value_t = 42
-    )]
+    #[arg(long, env = "LAB_SEED", allow_negative_numbers = true, default_value_t = 42,
+          value_parser = whole_number(0, u64::MAX))]
     pub seed: u64,
 
-    /// Address of the HTTP endpoints [default: 127.0.0.1:9090 (bad), 127.0.0.1:9091 (optimized)]
-    #[arg(long, env = "LAB_LISTEN", value_name = "ADDR")]
+    /// Address of the HTTP endpoints, an IP address and port (host names are not accepted)
+    /// [default: 127.0.0.1:9090 (bad), 127.0.0.1:9091 (optimized)]
+    #[arg(long, env = "LAB_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 
-    /// Write a CPU profile of the whole run to PATH at exit (pprof format)
-    #[arg(long, value_name = "PATH", value_parser = writable_file)]
-    pub cpuprofile: Option<PathBuf>,
+    /// Write a CPU profile of the whole run to PATH at exit (pprof format); an existing file is
+    /// replaced only by a complete profile
+    #[arg(long, value_name = "PATH", value_parser = ProfilePath::check)]
+    pub cpuprofile: Option<ProfilePath>,
 
-    /// Write a heap profile (live memory) to PATH at exit (pprof format)
-    #[arg(long, value_name = "PATH", value_parser = writable_file)]
-    pub memprofile: Option<PathBuf>,
+    /// Write a heap profile (live memory) to PATH at exit (pprof format); an existing file is
+    /// replaced only by a complete profile
+    #[arg(long, value_name = "PATH", value_parser = ProfilePath::check)]
+    pub memprofile: Option<ProfilePath>,
+
+    /// `--listen` came from `LAB_LISTEN`: an address the worker cannot use is reported under
+    /// that name.
+    #[arg(skip)]
+    pub listen_from_env: bool,
 }
 
 impl WorkerArgs {
@@ -77,16 +86,48 @@ impl WorkerArgs {
     }
 
     /// Parses `args` (program name first) for `kind`.
+    ///
+    /// Beyond what clap checks: a value read from an environment variable is reported under
+    /// that variable's name, and the two profile flags must name different files.
     pub fn try_parse_for<I, T>(kind: WorkerKind, args: I) -> Result<WorkerArgs, clap::Error>
     where
         I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
+        T: Into<OsString> + Clone,
     {
-        let matches = WorkerArgs::command()
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let mut command = WorkerArgs::command()
             .name(kind.binary())
             .bin_name(kind.binary())
-            .try_get_matches_from(args)?;
-        WorkerArgs::from_arg_matches(&matches)
+            .about(about(kind));
+        let matches = command
+            .try_get_matches_from_mut(&args)
+            .map_err(|err| name_the_environment_variable(&command, &args, err))?;
+        let mut parsed = WorkerArgs::from_arg_matches(&matches)?;
+        parsed.listen_from_env = matches.value_source("listen") == Some(ValueSource::EnvVariable);
+        if let (Some(cpu), Some(mem)) = (&parsed.cpuprofile, &parsed.memprofile)
+            && cpu.same_file(mem)
+        {
+            return Err(command.error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--cpuprofile {} and --memprofile {} name the same file; each profile needs \
+                     a file of its own, e.g. --cpuprofile cpu.pb.gz --memprofile mem.pb.gz",
+                    cpu.given().display(),
+                    mem.given().display()
+                ),
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// Where the listen address came from, for messages: `--listen`, `LAB_LISTEN=ADDR` or
+    /// this worker's default.
+    pub fn listen_origin(&self, kind: WorkerKind) -> String {
+        match (self.listen, self.listen_from_env) {
+            (Some(addr), true) => format!("LAB_LISTEN={addr}"),
+            (Some(_), false) => "--listen".to_owned(),
+            (None, _) => format!("the default of {}", kind.binary()),
+        }
     }
 
     /// The listen address, with this worker's default port when none was given.
@@ -105,36 +146,150 @@ impl WorkerArgs {
     }
 }
 
+/// What `--help` says first: which of the two workers this is.
+fn about(kind: WorkerKind) -> &'static str {
+    match kind {
+        WorkerKind::Bad => {
+            "The lab's deliberately bad worker: it runs the workload with task leaks, capacity \
+             mistakes and allocation in hot paths, for you to find with metrics and profiles. \
+             worker-optimized runs the same workload with each problem fixed. Serves /metrics, \
+             /healthz and /debug/pprof/."
+        }
+        WorkerKind::Optimized => {
+            "The lab's optimized worker: the same workload as worker-bad with each of its \
+             problems fixed (no leaked tasks, buffers sized once and reused, no allocation per \
+             task), to compare with it. Serves /metrics, /healthz and /debug/pprof/."
+        }
+    }
+}
+
+/// Rewrites clap's error for a bad value that came from an environment variable (say
+/// `LAB_RATE=0`), which clap reports as if `--rate 0` had been typed, to name the variable.
+fn name_the_environment_variable(
+    command: &Command,
+    args: &[OsString],
+    err: clap::Error,
+) -> clap::Error {
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return err;
+    }
+    let (Some(ContextValue::String(invalid_arg)), Some(ContextValue::String(value))) = (
+        err.get(ContextKind::InvalidArg),
+        err.get(ContextKind::InvalidValue),
+    ) else {
+        return err;
+    };
+    // clap names the argument as `--rate <RATE>`.
+    let Some(arg) = command.get_arguments().find(|arg| {
+        arg.get_long()
+            .is_some_and(|long| invalid_arg.split(' ').next() == Some(&format!("--{long}")))
+    }) else {
+        return err;
+    };
+    let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+        return err;
+    };
+    let flag = format!("--{long}");
+    let on_command_line = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    if on_command_line {
+        return err;
+    }
+    let reason = std::error::Error::source(&err)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "not an allowed value; see --help".to_owned());
+    let env = env.to_string_lossy();
+    command.clone().error(
+        ErrorKind::ValueValidation,
+        format!(
+            "invalid value '{value}' for '{flag}' from the environment variable {env}={value}: \
+             {reason}"
+        ),
+    )
+}
+
 // The allowed values of the workload flags. `lab demo` and `lab compare` pass these flags on to
 // the workers, so they check them with the same parsers: what they accept, the workers accept.
 
 /// `--tasks`: tasks per round.
-pub fn tasks_range() -> RangedU64ValueParser {
-    clap::value_parser!(u64).range(1..=1_000_000_000)
+pub fn tasks_range() -> impl WholeNumberParser<u64> {
+    whole_number(1, 1_000_000_000)
 }
 
 /// `--workers`: concurrent worker tasks.
-pub fn workers_range() -> RangedU64ValueParser {
-    clap::value_parser!(u64).range(1..=10_000)
+pub fn workers_range() -> impl WholeNumberParser<u64> {
+    whole_number(1, 10_000)
 }
 
 /// `--data-size`: integers per payload.
-pub fn data_size_range() -> RangedU64ValueParser {
-    clap::value_parser!(u64).range(1..=1_000_000)
+pub fn data_size_range() -> impl WholeNumberParser<u64> {
+    whole_number(1, 1_000_000)
 }
 
 /// `--rate`: tasks per second.
-pub fn rate_range() -> RangedI64ValueParser<u32> {
-    clap::value_parser!(u32).range(1..=1_000_000)
+pub fn rate_range() -> impl WholeNumberParser<u32> {
+    whole_number(1, 1_000_000)
+}
+
+/// A clap value parser for a whole number: what [`whole_number`] returns.
+pub trait WholeNumberParser<T>:
+    Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+{
+}
+
+impl<T, F> WholeNumberParser<T> for F where
+    F: Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+{
+}
+
+/// A parser of whole numbers from `min` to `max` whose every error states the range: for
+/// `-1`, `abc` or an empty value alike (clap adds the flag and the value).
+pub fn whole_number<T>(min: T, max: T) -> impl WholeNumberParser<T>
+where
+    T: FromStr + PartialOrd + Display + Copy + Send + Sync + 'static,
+{
+    move |value: &str| match value.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        Ok(n) => Err(format!("{n} is not in {min}..={max}")),
+        Err(_) if value.is_empty() => {
+            Err(format!("empty; expected a whole number in {min}..={max}"))
+        }
+        Err(_) if value.trim() != value => Err(format!(
+            "has spaces around it; expected a whole number in {min}..={max}"
+        )),
+        Err(_) if value.starts_with('-') && value[1..].bytes().all(|b| b.is_ascii_digit()) => {
+            Err(format!("{value} is not in {min}..={max}"))
+        }
+        Err(_) => Err(format!(
+            "{value:?} is not a whole number; expected one in {min}..={max}"
+        )),
+    }
 }
 
 /// Longest run accepted: about ten years, far beyond any class.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A humantime duration from one second to about ten years.
+///
+/// Spaces around the value are an error, as they are in the HTTP endpoints' parameters: a
+/// value that arrives padded was likely quoted or pasted wrongly, and is better questioned.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(value)
-        .map_err(|e| format!("{e}; expected a duration such as 30s, 10m or 48h"))?;
+    const EXPECTED: &str = "expected a duration such as 30s, 10m or 48h";
+    if value.is_empty() {
+        return Err(format!("empty; {EXPECTED}"));
+    }
+    if value.trim() != value {
+        return Err(format!("has spaces around it; {EXPECTED}"));
+    }
+    if value.starts_with('-') {
+        return Err(format!("a duration cannot be negative; {EXPECTED}"));
+    }
+    let duration = humantime::parse_duration(value).map_err(|e| format!("{e}; {EXPECTED}"))?;
     if duration < Duration::from_secs(1) {
         return Err("must be at least 1s".to_owned());
     }
@@ -144,12 +299,66 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// A path the profile can be written to. The file is created now, so a mistyped directory
-/// fails at start and not after a 48-hour run.
-fn writable_file(value: &str) -> Result<PathBuf, String> {
-    let path = PathBuf::from(value);
-    File::create(&path).map_err(|e| format!("cannot create the file: {e}"))?;
-    Ok(path)
+/// A duration as a person would type it, and as [`parse_duration`] reads it back: `60s` is
+/// `1m`, `48h` stays `48h` (not humantime's `2days`), `90m` is `1h30m`.
+pub fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let parts = [
+        (secs / 3600, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (u64::from(duration.subsec_millis()), "ms"),
+    ];
+    let text: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".to_owned()
+    } else {
+        text
+    }
+}
+
+/// `--listen`: an IP address and a port.
+///
+/// Host names are refused rather than resolved: a name can stand for several addresses
+/// (`localhost` is 127.0.0.1 and ::1), and a worker must listen where Prometheus and the
+/// dashboard expect it, not on whichever address the resolver lists first.
+pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    const EXAMPLES: &str = "127.0.0.1:9090 (this machine only), 0.0.0.0:9090 (every interface) \
+                            or [::1]:9090";
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if value.trim() != value {
+        return Err(format!(
+            "has spaces around it; expected IP:PORT such as {EXAMPLES}"
+        ));
+    }
+    if value.parse::<IpAddr>().is_ok() {
+        return Err(format!("no port; expected IP:PORT such as {EXAMPLES}"));
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err(format!(
+            "host names are not accepted and there is no port; expected IP:PORT such as {EXAMPLES}"
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "port {port:?} is not in 0..=65535; expected IP:PORT such as {EXAMPLES}"
+        ));
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => Err(format!("an IPv6 address needs brackets: [{bare}]:{port}")),
+        Ok(IpAddr::V4(_)) => Err(format!("expected IP:PORT such as {EXAMPLES}")),
+        Err(_) => Err(format!(
+            "host names such as {host:?} are not accepted, only IP addresses: use \
+             127.0.0.1:{port} for this machine only or 0.0.0.0:{port} for every interface"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +391,65 @@ mod tests {
                 .unwrap_err()
                 .contains("30s, 10m or 48h")
         );
+    }
+
+    #[test]
+    fn durations_are_printed_as_typed() {
+        for (text, secs) in [("1m", 60), ("48h", 48 * 3600), ("1h30m", 5400), ("45s", 45)] {
+            assert_eq!(format_duration(Duration::from_secs(secs)), text);
+            assert_eq!(parse_duration(text).unwrap(), Duration::from_secs(secs));
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s500ms");
+    }
+
+    #[test]
+    fn padded_and_negative_durations_are_refused() {
+        assert!(parse_duration(" 10s").unwrap_err().contains("spaces"));
+        assert!(parse_duration("10s\n").unwrap_err().contains("spaces"));
+        assert!(parse_duration("-5s").unwrap_err().contains("negative"));
+        assert!(parse_duration("").unwrap_err().contains("30s, 10m or 48h"));
+    }
+
+    #[test]
+    fn whole_numbers_state_the_range_for_every_bad_value() {
+        let parse = whole_number(1u64, 10_000);
+        for bad in ["-1", "abc", "", " 5", "0", "10001", "1.5"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("1..=10000"), "{bad:?}: {err}");
+        }
+        assert_eq!(parse("10000").unwrap(), 10_000);
+    }
+
+    #[test]
+    fn listen_takes_ip_addresses_and_explains_the_rest() {
+        assert_eq!(
+            parse_listen("[::1]:8080").unwrap(),
+            "[::1]:8080".parse::<SocketAddr>().unwrap()
+        );
+        for (bad, expected) in [
+            (
+                "localhost:9090",
+                "host names such as \"localhost\" are not accepted",
+            ),
+            ("localhost", "host names are not accepted"),
+            ("127.0.0.1", "no port"),
+            ("127.0.0.1:99999", "port \"99999\" is not in 0..=65535"),
+            ("::1:9090", "brackets: [::1]:9090"),
+            (" 127.0.0.1:9090", "spaces"),
+        ] {
+            let err = parse_listen(bad).unwrap_err();
+            assert!(err.contains(expected), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_says_which_worker_it_is() {
+        let help = |kind| {
+            let mut cmd = WorkerArgs::command().about(about(kind));
+            cmd.render_help().to_string()
+        };
+        assert!(help(WorkerKind::Bad).contains("deliberately bad worker"));
+        assert!(help(WorkerKind::Optimized).contains("optimized worker"));
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! | [`metrics`] | the `/metrics` registry |
 //! | [`pprof`] | CPU, heap, allocation and task profiles |
 //! | [`server`], [`http`] | the HTTP endpoints and their parameter checks |
-//! | [`cli`], [`worker`], [`summary`] | flags, the process's life, the exit report |
+//! | [`cli`], [`worker`], [`shutdown`], [`summary`] | flags, the process's life, stopping, the exit report |
+//! | [`profile_file`] | `--cpuprofile` and `--memprofile` files, written whole or not at all |
 //! | [`client`] | the HTTP client the lab's tools and tests use |
 //! | [`lab`] | the `lab` tool: the stack without Nix, headless comparison, profiles, benchmarks |
 
@@ -36,8 +37,10 @@ pub mod metrics;
 pub mod optimized;
 pub mod pool;
 pub mod pprof;
+pub mod profile_file;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod summary;
 pub mod task;
 pub mod worker;

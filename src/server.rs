@@ -23,6 +23,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The runtime whose tasks `/debug/pprof/goroutine` dumps.
     pub runtime: Handle,
+    /// Cancelled when the worker starts to stop: a CPU profile in progress ends early and
+    /// sends the samples taken so far.
+    pub stopping: CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {

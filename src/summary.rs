@@ -1,6 +1,7 @@
 //! The report a worker prints when it stops: memory, tasks and, for a leaking worker, the leak.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::alloc::AllocCounts;
@@ -34,9 +35,12 @@ impl fmt::Display for StopReason {
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub kind: WorkerKind,
+    /// Where the worker served its endpoints, for the commands the summary suggests.
+    pub listen: SocketAddr,
     pub elapsed: Duration,
     pub reason: StopReason,
-    pub totals: RunTotals,
+    /// `None` when a second signal stopped the worker before its tasks in hand were done.
+    pub totals: Option<RunTotals>,
     pub processed: u64,
     pub errors: u64,
     /// Live tokio tasks just before the workload started, and after it stopped.
@@ -66,6 +70,17 @@ impl Summary {
     pub fn bytes_per_task(&self) -> f64 {
         per(self.task_allocs.bytes, self.processed)
     }
+
+    /// The worker's address as a client would reach it: one listening on every interface
+    /// (0.0.0.0 or [::]) is reached on loopback.
+    pub fn reachable_at(&self) -> SocketAddr {
+        let ip = match self.listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        SocketAddr::new(ip, self.listen.port())
+    }
 }
 
 fn per(total: u64, tasks: u64) -> f64 {
@@ -85,13 +100,16 @@ impl fmt::Display for Summary {
             self.kind, self.reason
         )?;
         let error_pct = 100.0 * per(self.errors, self.processed);
+        let queue = match &self.totals {
+            Some(totals) => format!("{} left in queue", totals.tasks_abandoned),
+            None => "queue not counted (stopped at once)".to_owned(),
+        };
         writeln!(
             f,
-            "tasks processed      {} ({:.1}/s), {} failed validation ({error_pct:.1}%), {} left in queue",
+            "tasks processed      {} ({:.1}/s), {} failed validation ({error_pct:.1}%), {queue}",
             self.processed,
             self.processed as f64 / secs.max(1e-9),
             self.errors,
-            self.totals.tasks_abandoned
         )?;
         writeln!(
             f,
@@ -102,8 +120,9 @@ impl fmt::Display for Summary {
             writeln!(
                 f,
                 "  LEAK: {} tasks outlived their work: helpers with no exit path are still waiting.\n        \
-                 See them: go tool pprof -top http://HOST/debug/pprof/goroutine",
-                self.leaked_tasks()
+                 See them: go tool pprof -top http://{}/debug/pprof/goroutine",
+                self.leaked_tasks(),
+                self.reachable_at()
             )?;
         }
         writeln!(

@@ -1,8 +1,14 @@
 //! A worker process from flags to exit summary; `worker-bad` and `worker-optimized` are this
 //! with a different [`WorkerKind`].
+//!
+//! The end of a run is where data gets lost, so it is ordered by what matters most: the summary
+//! is printed first, then each profile file is written on its own (one failing does not stop
+//! the other), and only then are open HTTP requests given their grace period. How signals stop
+//! the worker is in [`crate::shutdown`].
 
 use std::any::Any;
-use std::path::Path;
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,19 +19,21 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alloc;
 use crate::bad::Bad;
-use crate::cli::WorkerArgs;
+use crate::cli::{self, WorkerArgs};
 use crate::kind::WorkerKind;
 use crate::memory::MemoryStats;
 use crate::metrics::Metrics;
 use crate::optimized::Optimized;
 use crate::pool::{self, Context, RunTotals, Strategy};
-use crate::pprof::cpu;
+use crate::pprof::cpu::{self, CpuSession};
 use crate::pprof::heap::{self, HeapView};
+use crate::profile_file::ProfilePath;
 use crate::server::{self, AppState};
-use crate::summary::{StopReason, Summary};
+use crate::shutdown::Shutdown;
+use crate::summary::Summary;
 use crate::{logging, runtime};
 
-/// How long open HTTP requests (a CPU profile, say) may delay the exit.
+/// How long open HTTP requests may delay the exit after the summary and profiles are done.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The `main` of both worker binaries.
@@ -39,46 +47,62 @@ pub fn main(kind: WorkerKind) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(kind, args));
-    // Work still running on the blocking pool (a profile being symbolized for a client that
-    // is gone) must not hold up the exit.
-    runtime.shutdown_timeout(SHUTDOWN_GRACE);
-    match result {
-        Ok(summary) => {
-            print!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    let code = runtime.block_on(run(kind, args, Shutdown::new()));
+    // Everything the run owes is done (the summary printed, the profiles written, open requests
+    // given their grace); work still on the blocking pool (a profile symbolized for a client
+    // that is gone) must not hold up the exit.
+    runtime.shutdown_background();
+    code
 }
 
-/// Runs one worker until `--duration` elapses or a signal arrives; returns its summary.
-pub async fn run(kind: WorkerKind, args: WorkerArgs) -> Result<Summary, String> {
-    let whole_run_cpu = match &args.cpuprofile {
-        Some(_) => {
-            Some(cpu::start("--cpuprofile (it profiles the whole run)").map_err(|e| e.message)?)
+/// Runs one worker until `--duration` elapses or a signal arrives; prints the summary, writes
+/// the profile files and returns the exit status: 0 when all went well, 1 when a profile could
+/// not be written or the worker could not start, 2 when `--listen` names an address this
+/// worker cannot use.
+pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> ExitCode {
+    shutdown.listen_for_signals();
+    let listen = args.listen_addr(kind);
+    let listener = match TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            let origin = format!("{listen} ({})", args.listen_origin(kind));
+            let (message, code) = listen_error(&origin, listen, &err);
+            eprintln!("error: {message}");
+            return code;
         }
+    };
+    let local = match listener.local_addr() {
+        Ok(local) => local,
+        Err(err) => {
+            eprintln!("error: cannot read the address the worker listens on: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let whole_run_cpu = match &args.cpuprofile {
+        Some(_) => match cpu::start("--cpuprofile (it profiles the whole run)") {
+            Ok(session) => Some(session),
+            Err(err) => {
+                eprintln!(
+                    "error: cannot start the CPU profile for --cpuprofile: {}",
+                    err.message
+                );
+                return ExitCode::FAILURE;
+            }
+        },
         None => None,
     };
     let metrics = Arc::new(Metrics::new(kind, Handle::current()));
-    let listen = args.listen_addr(kind);
-    let listener = TcpListener::bind(listen).await.map_err(|e| {
-        format!("cannot listen on {listen}: {e} (is another process using the port? choose another with --listen)")
-    })?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(
         "worker-{kind} serving http://{local}/metrics, /healthz and /debug/pprof/; running for {}",
-        humantime::format_duration(args.duration)
+        cli::format_duration(args.duration)
     );
     let server_stop = CancellationToken::new();
     let state = AppState {
         metrics: Arc::clone(&metrics),
         runtime: Handle::current(),
+        stopping: shutdown.stopping().clone(),
     };
-    let server = tokio::spawn(server::serve(
+    let mut server = tokio::spawn(server::serve(
         listener,
         state,
         server_stop.clone(),
@@ -95,8 +119,10 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs) -> Result<Summary, String> 
     // The strategy is kept until the summary is taken: what it holds (the bad worker's parked
     // senders) is part of what the summary reports.
     let (totals, reason, _strategy) = match kind {
-        WorkerKind::Bad => drive(Bad::new(&ctx.config), &ctx, args.duration).await,
-        WorkerKind::Optimized => drive(Optimized::new(&ctx.config), &ctx, args.duration).await,
+        WorkerKind::Bad => drive(Bad::new(&ctx.config), &ctx, &shutdown, args.duration).await,
+        WorkerKind::Optimized => {
+            drive(Optimized::new(&ctx.config), &ctx, &shutdown, args.duration).await
+        }
     };
     let task_allocs = alloc::AllocCounts {
         allocations: metrics.task_allocations.get(),
@@ -104,6 +130,7 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs) -> Result<Summary, String> 
     };
     let summary = Summary {
         kind,
+        listen: local,
         elapsed: started.elapsed(),
         reason,
         totals,
@@ -116,78 +143,138 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs) -> Result<Summary, String> 
         task_allocs,
         slowest: ctx.audit.slowest(),
     };
+    // First what the run was for; a closed stdout must not lose the profiles either.
+    let mut stdout = io::stdout().lock();
+    let _ = write!(stdout, "{summary}").and_then(|()| stdout.flush());
+    drop(stdout);
 
+    // Each profile on its own: a CPU profile that cannot be written does not cost the heap one.
+    let mut all_written = true;
     if let (Some(session), Some(path)) = (whole_run_cpu, &args.cpuprofile) {
-        let profile = tokio::task::spawn_blocking(move || session.into_pprof())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.message)?;
-        write_profile(path, &profile, "CPU")?;
+        all_written &= report_write(path, "CPU", cpu_profile(session).await);
     }
     if let Some(path) = &args.memprofile {
         let profile = heap::profile(HeapView::InUse)
             .await
-            .map_err(|e| e.message)?;
-        write_profile(path, &profile, "heap")?;
+            .map_err(|e| format!("cannot take the heap profile: {}", e.message));
+        all_written &= report_write(path, "heap", profile);
     }
+
     server_stop.cancel();
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!("HTTP server: {err}"),
-        Err(err) => tracing::warn!("HTTP server task: {err}"),
+    tokio::select! {
+        joined = &mut server => match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!("HTTP server: {err}"),
+            Err(err) => tracing::warn!("HTTP server task: {err}"),
+        },
+        () = shutdown.forced().cancelled() => {
+            server.abort();
+            tracing::info!("not waiting for open HTTP requests: stopped at once");
+        }
     }
-    Ok(summary)
+    if all_written {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
-/// Runs the workload under `strategy` until the duration elapses or a signal arrives.
+/// Runs the workload under `strategy` until the duration elapses or a signal arrives, then
+/// lets it finish the tasks in hand, unless a second signal says not to wait.
 async fn drive<S: Strategy>(
     strategy: S,
     ctx: &Arc<Context>,
+    shutdown: &Shutdown,
     duration: Duration,
-) -> (RunTotals, StopReason, Arc<dyn Any + Send + Sync>) {
+) -> (
+    Option<RunTotals>,
+    crate::summary::StopReason,
+    Arc<dyn Any + Send + Sync>,
+) {
     let strategy = Arc::new(strategy);
     let run = pool::run(Arc::clone(&strategy), Arc::clone(ctx));
     tokio::pin!(run);
     let reason = tokio::select! {
-        reason = stop_signal(duration) => reason,
+        reason = shutdown.wait(duration) => reason,
         // The pool only returns once shut down; if it ever returns early, report it as done.
-        totals = &mut run => return (totals, StopReason::DurationElapsed, strategy),
-    };
-    tracing::info!("stopping: {reason}");
-    ctx.shutdown.cancel();
-    (run.await, reason, strategy)
-}
-
-/// Resolves when the run should stop, and says why.
-async fn stop_signal(duration: Duration) -> StopReason {
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!("cannot listen for SIGTERM: {err}");
-                std::future::pending::<()>().await;
-            }
+        totals = &mut run => {
+            return (Some(totals), crate::summary::StopReason::DurationElapsed, strategy);
         }
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = tokio::time::sleep(duration) => StopReason::DurationElapsed,
-        _ = tokio::signal::ctrl_c() => StopReason::Interrupted,
-        () = terminate => StopReason::Terminated,
+    if reason == crate::summary::StopReason::DurationElapsed {
+        tracing::info!("stopping: {reason} (press Ctrl-C to stop at once)");
+    }
+    ctx.shutdown.cancel();
+    let totals = tokio::select! {
+        totals = &mut run => Some(totals),
+        () = shutdown.forced().cancelled() => None,
+    };
+    (totals, reason, strategy)
+}
+
+/// The whole-run CPU profile, symbolized off the async threads.
+async fn cpu_profile(session: CpuSession) -> Result<Vec<u8>, String> {
+    tokio::task::spawn_blocking(move || session.into_pprof())
+        .await
+        .map_err(|e| format!("the CPU profile task failed: {e}"))?
+        .map_err(|e| format!("cannot take the CPU profile: {}", e.message))
+}
+
+/// Writes a profile if it could be taken and says what happened; true when it is on disk.
+fn report_write(path: &ProfilePath, what: &str, profile: Result<Vec<u8>, String>) -> bool {
+    let shown = path.given().display();
+    let written = profile.and_then(|bytes| {
+        path.write(&bytes)
+            .map_err(|e| format!("cannot write it to {shown}: {e}"))
+    });
+    match written {
+        Ok(()) => {
+            eprintln!(
+                "wrote the {what} profile to {shown} (read it with: go tool pprof -top {shown})"
+            );
+            true
+        }
+        Err(err) => {
+            eprintln!(
+                "error: the {what} profile was not saved: {err}; any earlier {shown} is unchanged"
+            );
+            false
+        }
     }
 }
 
-fn write_profile(path: &Path, profile: &[u8], what: &str) -> Result<(), String> {
-    std::fs::write(path, profile)
-        .map_err(|e| format!("cannot write the {what} profile to {}: {e}", path.display()))?;
-    eprintln!(
-        "wrote the {what} profile to {} (read it with: go tool pprof -top {})",
-        path.display(),
-        path.display()
-    );
-    Ok(())
+/// What to say, and the exit status, when the worker cannot listen where it was told to.
+/// A value that can never work (an address this machine lacks, a port needing privileges) is
+/// a bad flag, status 2; a port another process holds right now is status 1.
+fn listen_error(origin: &str, addr: SocketAddr, err: &io::Error) -> (String, ExitCode) {
+    let port = addr.port();
+    match err.kind() {
+        io::ErrorKind::AddrInUse => (
+            format!(
+                "cannot listen on {origin}: port {port} is in use by another process (is another \
+                 worker running?); stop it, or choose another port with --listen"
+            ),
+            ExitCode::FAILURE,
+        ),
+        io::ErrorKind::AddrNotAvailable => (
+            format!(
+                "cannot listen on {origin}: {} is not an address of this machine; use \
+                 127.0.0.1:{port} (this machine only), 0.0.0.0:{port} (every interface) or one \
+                 of this machine's addresses",
+                addr.ip()
+            ),
+            ExitCode::from(2),
+        ),
+        io::ErrorKind::PermissionDenied => (
+            format!(
+                "cannot listen on {origin}: permission denied; ports below 1024 need root or \
+                 CAP_NET_BIND_SERVICE, so choose a port from 1024 up with --listen"
+            ),
+            ExitCode::from(2),
+        ),
+        _ => (
+            format!("cannot listen on {origin}: {err}; choose another address with --listen"),
+            ExitCode::FAILURE,
+        ),
+    }
 }

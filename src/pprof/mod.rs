@@ -44,10 +44,23 @@ pub fn router() -> Router<AppState> {
         .route("/debug/pprof/goroutine", get(goroutine))
 }
 
-async fn cpu_profile(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+async fn cpu_profile(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let seconds = seconds("/debug/pprof/profile", query)?;
+    if state.stopping.is_cancelled() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the worker is stopping; profile it again once it has restarted",
+        ));
+    }
     let session = cpu::start("a request for /debug/pprof/profile")?;
-    tokio::time::sleep(seconds).await;
+    // A worker told to stop sends the samples taken so far rather than an empty reply.
+    tokio::select! {
+        () = tokio::time::sleep(seconds) => {}
+        () = state.stopping.cancelled() => {}
+    }
     let body = blocking(move || session.into_pprof()).await?;
     Ok(profile_response(body, "profile.pb.gz"))
 }
