@@ -7,6 +7,14 @@ use std::process::Command;
 
 use support::{Worker, worker_binary};
 
+/// An empty directory of this test's own under the system's temporary directory.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lab-bad-input-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Runs a worker binary with `args` (and extra environment), expecting it to refuse to start.
 fn refuse(kind: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(worker_binary(kind))
@@ -26,27 +34,87 @@ fn refuse(kind: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 
 #[test]
 fn every_invalid_flag_value_exits_2_naming_the_flag_and_what_is_allowed() {
+    let dir = scratch_dir("flags");
+    let dir_path = dir.to_str().unwrap();
+    let missing = dir.join("missing/cpu.pb.gz");
     let cases: &[(&[&str], &[&str])] = &[
         (&["--tasks", "0"], &["--tasks", "1..="]),
-        (&["--tasks", "many"], &["--tasks", "many"]),
+        (&["--tasks", "many"], &["--tasks", "many", "1..=1000000000"]),
+        (&["--tasks", "-1"], &["--tasks", "-1", "1..=1000000000"]),
+        (&["--tasks", ""], &["--tasks", "''", "1..=1000000000"]),
         (&["--workers", "0"], &["--workers", "1..=10000"]),
         (&["--workers", "10001"], &["--workers", "1..=10000"]),
+        (&["--workers", "-1"], &["--workers", "-1", "1..=10000"]),
+        (&["--workers", "abc"], &["--workers", "abc", "1..=10000"]),
+        (&["--workers", ""], &["--workers", "''", "1..=10000"]),
         (&["--data-size", "0"], &["--data-size", "1..=1000000"]),
+        (
+            &["--data-size", "-1"],
+            &["--data-size", "-1", "1..=1000000"],
+        ),
+        (
+            &["--data-size", "abc"],
+            &["--data-size", "abc", "1..=1000000"],
+        ),
+        (&["--data-size", ""], &["--data-size", "''", "1..=1000000"]),
         (&["--duration", "0s"], &["--duration", "at least 1s"]),
         (&["--duration", "soon"], &["--duration", "30s, 10m or 48h"]),
         (&["--duration", "9999days"], &["--duration", "at most"]),
+        (
+            &["--duration", "-5s"],
+            &["--duration", "-5s", "cannot be negative", "30s"],
+        ),
+        (
+            &["--duration", " 10s"],
+            &["--duration", "' 10s'", "spaces", "30s"],
+        ),
+        (&["--duration", "10s "], &["--duration", "spaces"]),
         (&["--rate", "0"], &["--rate", "1..=1000000"]),
         (&["--rate", "-5"], &["--rate", "-5", "1..=1000000"]),
-        (&["--seed", "-1"], &["--seed"]),
-        (&["--listen", "localhost"], &["--listen", "localhost"]),
-        (&["--listen", "127.0.0.1:99999"], &["--listen"]),
         (
-            &["--cpuprofile", "/nonexistent-dir/cpu.pb.gz"],
-            &["--cpuprofile", "cannot create"],
+            &["--seed", "-1"],
+            &["--seed", "-1", "0..=18446744073709551615"],
+        ),
+        (
+            &["--listen", "localhost"],
+            &["--listen", "localhost", "IP:PORT"],
+        ),
+        (
+            &["--listen", "localhost:9090"],
+            &["--listen", "localhost:9090", "host names", "127.0.0.1:9090"],
+        ),
+        (
+            &["--listen", "127.0.0.1:99999"],
+            &["--listen", "99999", "0..=65535"],
+        ),
+        (
+            &["--cpuprofile", missing.to_str().unwrap()],
+            &["--cpuprofile", "does not exist"],
         ),
         (
             &["--memprofile", "/nonexistent-dir/mem.pb.gz"],
-            &["--memprofile", "cannot create"],
+            &["--memprofile", "/nonexistent-dir", "does not exist"],
+        ),
+        // Looks like a regular file, but nothing can be created or renamed in /proc.
+        (
+            &["--memprofile", "/proc/version"],
+            &[
+                "--memprofile",
+                "/proc/version",
+                "cannot create files in /proc",
+            ],
+        ),
+        (
+            &["--cpuprofile", "/dev/null"],
+            &["--cpuprofile", "not a regular file"],
+        ),
+        (
+            &["--cpuprofile", dir_path],
+            &["--cpuprofile", "is a directory"],
+        ),
+        (
+            &["--memprofile", ""],
+            &["--memprofile", "expected the path of a file"],
         ),
         (&["--threads", "4"], &["--threads", "unexpected argument"]),
     ];
@@ -61,17 +129,123 @@ fn every_invalid_flag_value_exits_2_naming_the_flag_and_what_is_allowed() {
             }
         }
     }
+    // Nothing was left behind by the checks.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
-fn invalid_environment_values_are_reported_like_flags() {
-    let stderr = refuse("bad", &[], &[("LAB_WORKERS", "lots")]);
+fn invalid_environment_values_are_reported_under_the_variables_name() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("LAB_RATE", "0", &["LAB_RATE=0", "--rate", "1..=1000000"]),
+        (
+            "LAB_WORKERS",
+            "lots",
+            &["LAB_WORKERS=lots", "--workers", "1..=10000"],
+        ),
+        (
+            "LAB_TASKS",
+            "-1",
+            &["LAB_TASKS=-1", "--tasks", "1..=1000000000"],
+        ),
+        (
+            "LAB_DURATION",
+            "-1s",
+            &["LAB_DURATION=-1s", "--duration", "negative"],
+        ),
+        (
+            "LAB_LISTEN",
+            "localhost:9090",
+            &["LAB_LISTEN=localhost:9090", "host names"],
+        ),
+    ];
+    for (name, value, expected) in cases {
+        let stderr = refuse("bad", &[], &[(name, value)]);
+        for fragment in *expected {
+            assert!(
+                stderr.contains(fragment),
+                "{name}={value}: {fragment:?} not in {stderr}"
+            );
+        }
+    }
+    // A flag on the command line overrides the variable, and is what a bad value is named by.
+    let stderr = refuse("optimized", &["--rate", "0"], &[("LAB_RATE", "100")]);
     assert!(
-        stderr.contains("--workers") && stderr.contains("lots"),
+        stderr.contains("'--rate <RATE>'") && !stderr.contains("LAB_RATE="),
         "{stderr}"
     );
-    let stderr = refuse("optimized", &[], &[("LAB_DURATION", "-1s")]);
-    assert!(stderr.contains("--duration"), "{stderr}");
+}
+
+#[test]
+fn both_profiles_in_one_file_are_refused_naming_both_flags() {
+    let dir = scratch_dir("same");
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    for (cpu, mem) in [
+        ("p.pb.gz", "p.pb.gz"),
+        ("p.pb.gz", "./p.pb.gz"),
+        ("sub/../p.pb.gz", "p.pb.gz"),
+    ] {
+        let out = Command::new(worker_binary("bad"))
+            .args(["--cpuprofile", cpu, "--memprofile", mem])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cpu} {mem}: {stderr}");
+        assert!(
+            stderr.contains(&format!("--cpuprofile {cpu}"))
+                && stderr.contains(&format!("--memprofile {mem}"))
+                && stderr.contains("same file"),
+            "{stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_refused_start_leaves_existing_profiles_untouched() {
+    let dir = scratch_dir("untouched");
+    let cpu = dir.join("cpu.pb.gz");
+    let mem = dir.join("mem.pb.gz");
+    let old = b"an earlier profile ".repeat(500);
+    std::fs::write(&cpu, &old).unwrap();
+    std::fs::write(&mem, &old).unwrap();
+    let profiles = [
+        "--cpuprofile",
+        cpu.to_str().unwrap(),
+        "--memprofile",
+        mem.to_str().unwrap(),
+    ];
+    // A bad flag after the profile flags.
+    refuse("bad", &[&profiles[..], &["--workers", "0"]].concat(), &[]);
+    // A taken port.
+    let first = Worker::start("optimized", &[]);
+    let out = Command::new(worker_binary("bad"))
+        .args(profiles)
+        .args(["--listen", &first.addr.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [&cpu, &mem] {
+        assert_eq!(
+            std::fs::read(file).unwrap(),
+            old,
+            "{} changed",
+            file.display()
+        );
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cpu.pb.gz", "mem.pb.gz"]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -84,9 +258,56 @@ fn a_taken_port_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("cannot listen on {}", first.addr)) && stderr.contains("--listen"),
+        stderr.contains(&format!("cannot listen on {} (--listen)", first.addr))
+            && stderr.contains("in use by another process"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_address_this_machine_lacks_is_a_bad_flag_not_a_taken_port() {
+    // Binding is local: no packet goes to 192.0.2.1 (TEST-NET-1, never assigned to a host).
+    for (args, env, origin) in [
+        (&["--listen", "192.0.2.1:9090"][..], None, "(--listen)"),
+        (
+            &[][..],
+            Some(("LAB_LISTEN", "192.0.2.1:9090")),
+            "(LAB_LISTEN=192.0.2.1:9090)",
+        ),
+    ] {
+        let stderr = refuse("optimized", args, env.as_slice());
+        assert!(
+            stderr.contains(&format!("cannot listen on 192.0.2.1:9090 {origin}"))
+                && stderr.contains("not an address of this machine")
+                && stderr.contains("127.0.0.1:9090")
+                && !stderr.contains("another process"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn help_says_which_worker_is_which() {
+    let help = |kind| {
+        let out = Command::new(worker_binary(kind))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (bad, optimized) = (help("bad"), help("optimized"));
+    assert!(bad.contains("deliberately bad worker"), "{bad}");
+    assert!(
+        bad.contains("task leaks") && bad.contains("worker-optimized"),
+        "{bad}"
+    );
+    assert!(optimized.contains("optimized worker"), "{optimized}");
+    assert!(
+        optimized.contains("problems fixed") && optimized.contains("worker-bad"),
+        "{optimized}"
+    );
+    assert!(!optimized.contains("deliberately"), "{optimized}");
 }
 
 #[test]

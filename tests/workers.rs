@@ -3,9 +3,17 @@
 
 mod support;
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use support::{Worker, metric_value, require_promtool, wait_for};
+use support::{
+    Worker, go_pprof, metric_value, require_go, require_promtool, wait_for, worker_binary,
+};
 
 /// A fast stream of small tasks: many rounds, many failures, quick tests.
 const BUSY: &[&str] = &["--rate", "1000", "--data-size", "500", "--tasks", "200"];
@@ -193,6 +201,7 @@ fn promtool_accepts_the_exposition_but_for_the_guides_counter_name() {
 fn the_exit_summary_reports_memory_tasks_and_the_leak() {
     let bad = Worker::start("bad", &[BUSY, &["--duration", "3s"]].concat());
     let optimized = Worker::start("optimized", &[BUSY, &["--duration", "3s"]].concat());
+    let bad_addr = bad.addr;
     let (bad_status, bad_out) = bad.wait();
     let (optimized_status, optimized_out) = optimized.wait();
     assert!(bad_status.success() && optimized_status.success());
@@ -218,6 +227,13 @@ fn the_exit_summary_reports_memory_tasks_and_the_leak() {
         bad_out.contains("LEAK:"),
         "bad summary does not call out the leak:\n{bad_out}"
     );
+    // The command to see the leak, with the worker's real address.
+    assert!(
+        bad_out.contains(&format!(
+            "go tool pprof -top http://{bad_addr}/debug/pprof/goroutine"
+        )) && !bad_out.contains("HOST"),
+        "{bad_out}"
+    );
     assert!(
         !optimized_out.contains("LEAK"),
         "optimized summary reports a leak:\n{optimized_out}"
@@ -239,9 +255,382 @@ fn the_exit_summary_reports_memory_tasks_and_the_leak() {
 
 #[test]
 fn sigterm_stops_a_worker_gracefully_with_its_summary() {
-    let worker = Worker::start("optimized", &["--duration", "1h"]);
+    let worker = Worker::start("optimized", &["--duration", "48h"]);
+    // The duration as it was typed, not humantime's "2days".
+    assert!(worker.log().contains("running for 48h"), "{}", worker.log());
     processed_at_least(&worker, 10.0);
     let (status, out) = worker.terminate();
     assert!(status.success(), "exit status {status:?}");
     assert!(out.contains("terminated (SIGTERM)"), "{out}");
+}
+
+// --- Stopping: profile files, signals --------------------------------------------------------
+
+/// A worker process this test signals itself, with everything it prints kept.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+/// How a [`Proc`] ended.
+struct Ended {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Proc {
+    /// Starts `worker-<kind>` with `args` on a free loopback port and waits until it serves.
+    fn start(kind: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(worker_binary(kind))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let copy = |from: Box<dyn Read + Send>, to: &Arc<Mutex<String>>| {
+            let to = Arc::clone(to);
+            std::thread::spawn(move || {
+                for line in BufReader::new(from).lines().map_while(Result::ok) {
+                    let mut text = to.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            })
+        };
+        let readers = vec![
+            copy(Box::new(child.stderr.take().unwrap()), &stderr),
+            copy(Box::new(child.stdout.take().unwrap()), &stdout),
+        ];
+        let mut proc = Proc {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            stderr,
+            readers,
+            stdout,
+        };
+        proc.addr = wait_for("the worker to serve", Duration::from_secs(60), || {
+            let log = proc.log();
+            let rest = &log[log.find("serving http://")? + "serving http://".len()..];
+            rest[..rest.find('/')?].parse().ok()
+        });
+        wait_for("/healthz", Duration::from_secs(30), || {
+            profiling_lab::client::get(&proc.url("/healthz"), Duration::from_secs(5))
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        proc
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child, which has not been waited for.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as libc::pid_t, signal) },
+            0
+        );
+    }
+
+    /// Waits until the log holds `text`.
+    fn wait_for_log(&self, text: &str) {
+        wait_for(text, Duration::from_secs(60), || {
+            self.log().contains(text).then_some(())
+        });
+    }
+
+    /// Waits (at most a minute, then kills it and fails) for the process to exit.
+    fn ended(mut self) -> Ended {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the worker did not exit within a minute:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        Ended {
+            status,
+            stdout: self.stdout.lock().unwrap().clone(),
+            stderr: self.log(),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An empty directory of this test's own.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lab-workers-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// True when `bytes` is a whole gzip stream holding something (a pprof profile is gzipped
+/// protobuf; a cut one fails to decompress).
+fn whole_gzip(bytes: &[u8]) -> bool {
+    let mut inflated = Vec::new();
+    bytes.len() > 2
+        && bytes[..2] == [0x1f, 0x8b]
+        && flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut inflated)
+            .is_ok()
+        && !inflated.is_empty()
+}
+
+fn text(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn a_profile_that_cannot_be_written_costs_neither_the_other_nor_the_summary() {
+    let dir = scratch_dir("independent");
+    let gone = dir.join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let cpu = gone.join("cpu.pb.gz");
+    let mem = dir.join("mem.pb.gz");
+    let worker = Proc::start(
+        "bad",
+        &[
+            BUSY,
+            &[
+                "--duration",
+                "1h",
+                "--cpuprofile",
+                text(&cpu),
+                "--memprofile",
+                text(&mem),
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::remove_dir(&gone).unwrap();
+    worker.signal(libc::SIGTERM);
+    let ended = worker.ended();
+    // The failure is reported and sets the status...
+    assert_eq!(ended.status.code(), Some(1), "{}", ended.stderr);
+    assert!(
+        ended.stderr.contains("the CPU profile was not saved") && ended.stderr.contains(text(&cpu)),
+        "{}",
+        ended.stderr
+    );
+    // ...but the summary is printed and the heap profile written, whole.
+    assert!(
+        ended
+            .stdout
+            .contains("=== worker-bad summary: stopped after")
+            && ended.stdout.contains("terminated (SIGTERM)"),
+        "{}",
+        ended.stdout
+    );
+    assert!(
+        ended.stderr.contains("wrote the heap profile"),
+        "{}",
+        ended.stderr
+    );
+    assert!(
+        whole_gzip(&std::fs::read(&mem).unwrap()),
+        "mem.pb.gz is not a whole profile"
+    );
+    if let Some(go) = require_go() {
+        let top = go_pprof(&go, &["-top", text(&mem)]);
+        assert!(top.contains("Type: inuse_space"), "{top}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigkill_after_sigterm_leaves_the_old_profiles_or_whole_new_ones() {
+    let dir = scratch_dir("sigkill");
+    let cpu = dir.join("cpu.pb.gz");
+    let mem = dir.join("mem.pb.gz");
+    let old = b"an earlier profile ".repeat(500);
+    // The kill lands at different points of the shutdown: before, during or after the writes.
+    // Any of them must leave each file either as it was or holding a whole new profile.
+    let kill_after = [
+        Some(Duration::ZERO),
+        Some(Duration::from_millis(20)),
+        Some(Duration::from_millis(200)),
+        None, // once the CPU profile is written, while the heap profile is taken
+    ];
+    for delay in kill_after {
+        std::fs::write(&cpu, &old).unwrap();
+        std::fs::write(&mem, &old).unwrap();
+        let worker = Proc::start(
+            "optimized",
+            &[
+                BUSY,
+                &[
+                    "--duration",
+                    "1h",
+                    "--cpuprofile",
+                    text(&cpu),
+                    "--memprofile",
+                    text(&mem),
+                ],
+            ]
+            .concat(),
+        );
+        // Started, checked its profile paths, and left the files alone.
+        for file in [&cpu, &mem] {
+            assert_eq!(
+                std::fs::read(file).unwrap(),
+                old,
+                "{} changed at start",
+                file.display()
+            );
+        }
+        worker.signal(libc::SIGTERM);
+        match delay {
+            Some(delay) => std::thread::sleep(delay),
+            None => worker.wait_for_log("wrote the CPU profile"),
+        }
+        worker.signal(libc::SIGKILL);
+        let ended = worker.ended();
+        for file in [&cpu, &mem] {
+            let now = std::fs::read(file).unwrap();
+            assert!(
+                now == old || whole_gzip(&now),
+                "{} is neither the old file nor a whole profile ({} bytes) after a kill {delay:?} \
+                 after SIGTERM:\n{}",
+                file.display(),
+                now.len(),
+                ended.stderr
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_second_signal_stops_at_once_still_printing_the_summary_and_writing_profiles() {
+    let dir = scratch_dir("second-signal");
+    let cpu = dir.join("cpu.pb.gz");
+    let mem = dir.join("mem.pb.gz");
+    let worker = Proc::start(
+        "bad",
+        &[
+            BUSY,
+            &[
+                "--duration",
+                "1h",
+                "--cpuprofile",
+                text(&cpu),
+                "--memprofile",
+                text(&mem),
+            ],
+        ]
+        .concat(),
+    );
+    // A client that never finishes its request holds the HTTP server's 5 s grace period.
+    let mut slow_client = TcpStream::connect(worker.addr).unwrap();
+    slow_client
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: worker\r\n")
+        .unwrap();
+    worker.signal(libc::SIGINT);
+    worker.wait_for_log("stopping: interrupted (Ctrl-C)");
+    assert!(
+        worker.log().contains("press Ctrl-C again to stop at once"),
+        "{}",
+        worker.log()
+    );
+    worker.signal(libc::SIGINT);
+    let ended = worker.ended();
+    assert!(
+        ended.status.success(),
+        "{:?}\n{}",
+        ended.status,
+        ended.stderr
+    );
+    assert!(
+        ended.stderr.contains("Ctrl-C again: stopping at once"),
+        "{}",
+        ended.stderr
+    );
+    // It did not wait the grace period out for the slow client.
+    assert!(
+        !ended.stderr.contains("requests still open"),
+        "the second Ctrl-C still waited for open requests:\n{}",
+        ended.stderr
+    );
+    assert!(
+        ended.stdout.contains("interrupted (Ctrl-C)"),
+        "{}",
+        ended.stdout
+    );
+    for file in [&cpu, &mem] {
+        assert!(
+            whole_gzip(&std::fs::read(file).unwrap()),
+            "{} not written",
+            file.display()
+        );
+    }
+    drop(slow_client);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigterm_during_an_http_cpu_profile_sends_the_samples_taken_so_far() {
+    let worker = Proc::start("bad", &[BUSY, &["--duration", "1h"]].concat());
+    let url = worker.url("/debug/pprof/profile?seconds=120");
+    let client =
+        std::thread::spawn(move || profiling_lab::client::get(&url, Duration::from_secs(110)));
+    // Give the request a moment to start sampling; if SIGTERM comes first, the 503 is the
+    // right answer too.
+    std::thread::sleep(Duration::from_secs(1));
+    worker.signal(libc::SIGTERM);
+    let response = client
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the profile request got no answer: {e}\n{}", worker.log()));
+    match response.status {
+        200 => {
+            assert!(
+                whole_gzip(&response.body),
+                "the partial profile is not a whole profile"
+            );
+            if let Some(go) = require_go() {
+                let path = std::env::temp_dir()
+                    .join(format!("lab-partial-cpu-{}.pb.gz", std::process::id()));
+                std::fs::write(&path, &response.body).unwrap();
+                let top = go_pprof(&go, &["-top", text(&path)]);
+                assert!(top.contains("Type: cpu"), "{top}");
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        503 => assert!(
+            response.text().contains("the worker is stopping"),
+            "{}",
+            response.text()
+        ),
+        other => panic!("status {other}: {}", response.text()),
+    }
+    let ended = worker.ended();
+    assert!(ended.status.success(), "{}", ended.stderr);
 }
