@@ -337,8 +337,15 @@ pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
             "has spaces around it; expected IP:PORT such as {EXAMPLES}"
         ));
     }
-    if value.parse::<IpAddr>().is_ok() {
-        return Err(format!("no port; expected IP:PORT such as {EXAMPLES}"));
+    match value.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => {
+            return Err(format!(
+                "no port (an IPv6 address with a port is written in brackets, e.g. [::1]:9090); \
+                 expected IP:PORT such as {EXAMPLES}"
+            ));
+        }
+        Ok(IpAddr::V4(_)) => return Err(format!("no port; expected IP:PORT such as {EXAMPLES}")),
+        Err(_) => {}
     }
     let Some((host, port)) = value.rsplit_once(':') else {
         return Err(format!(
@@ -434,7 +441,8 @@ mod tests {
             ("localhost", "host names are not accepted"),
             ("127.0.0.1", "no port"),
             ("127.0.0.1:99999", "port \"99999\" is not in 0..=65535"),
-            ("::1:9090", "brackets: [::1]:9090"),
+            ("::1:9090", "written in brackets"),
+            ("[::1:9090", "brackets: [::1]:9090"),
             (" 127.0.0.1:9090", "spaces"),
         ] {
             let err = parse_listen(bad).unwrap_err();

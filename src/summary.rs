@@ -71,16 +71,21 @@ impl Summary {
         per(self.task_allocs.bytes, self.processed)
     }
 
-    /// The worker's address as a client would reach it: one listening on every interface
-    /// (0.0.0.0 or [::]) is reached on loopback.
+    /// The worker's address as a client would reach it.
     pub fn reachable_at(&self) -> SocketAddr {
-        let ip = match self.listen.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        SocketAddr::new(ip, self.listen.port())
+        reachable(self.listen)
     }
+}
+
+/// `listen` as a client reaches it: a worker listening on every interface (0.0.0.0 or [::])
+/// is reached on loopback.
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
 }
 
 fn per(total: u64, tasks: u64) -> f64 {
@@ -190,5 +195,13 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn suggested_urls_use_an_address_a_client_can_reach() {
+        let at = |addr: &str| reachable(addr.parse().unwrap()).to_string();
+        assert_eq!(at("0.0.0.0:9090"), "127.0.0.1:9090");
+        assert_eq!(at("[::]:9091"), "[::1]:9091");
+        assert_eq!(at("10.1.2.3:9090"), "10.1.2.3:9090");
     }
 }

@@ -430,7 +430,7 @@ fn a_profile_that_cannot_be_written_costs_neither_the_other_nor_the_summary() {
         ]
         .concat(),
     );
-    std::fs::remove_dir(&gone).unwrap();
+    std::fs::remove_dir_all(&gone).unwrap();
     worker.signal(libc::SIGTERM);
     let ended = worker.ended();
     // The failure is reported and sets the status...
