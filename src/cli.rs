@@ -23,7 +23,10 @@ use crate::profile_file::ProfilePath;
 #[command(
     version,
     about = "Runs the profiling lab's workload and serves /metrics, /healthz and /debug/pprof/.",
-    after_help = "Stops after --duration, or on Ctrl-C or SIGTERM, and prints a summary."
+    after_help = "Stops after --duration, or on Ctrl-C or SIGTERM: finishes the tasks in hand, prints a \
+                  summary, writes the profile files, then gives open HTTP requests up to 5 s. A \
+                  second Ctrl-C or SIGTERM stops at once, still printing the summary and writing \
+                  the profile files; a third exits without them."
 )]
 pub struct WorkerArgs {
     /// Tasks per round; rounds repeat until --duration has passed
