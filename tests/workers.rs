@@ -634,3 +634,54 @@ fn sigterm_during_an_http_cpu_profile_sends_the_samples_taken_so_far() {
     let ended = worker.ended();
     assert!(ended.status.success(), "{}", ended.stderr);
 }
+
+#[test]
+fn a_third_signal_exits_without_leaving_a_half_written_profile() {
+    let dir = scratch_dir("third-signal");
+    let cpu = dir.join("cpu.pb.gz");
+    let mem = dir.join("mem.pb.gz");
+    let old = b"an earlier profile ".repeat(500);
+    std::fs::write(&cpu, &old).unwrap();
+    std::fs::write(&mem, &old).unwrap();
+    let worker = Proc::start(
+        "bad",
+        &[
+            BUSY,
+            &[
+                "--duration",
+                "1h",
+                "--cpuprofile",
+                text(&cpu),
+                "--memprofile",
+                text(&mem),
+            ],
+        ]
+        .concat(),
+    );
+    worker.signal(libc::SIGINT);
+    worker.wait_for_log("stopping: interrupted (Ctrl-C)");
+    worker.signal(libc::SIGINT);
+    worker.wait_for_log("Ctrl-C again: stopping at once");
+    worker.signal(libc::SIGINT);
+    let ended = worker.ended();
+    // Exited on the third Ctrl-C (130), or had finished before it arrived (0).
+    match ended.status.code() {
+        Some(130) => assert!(
+            ended.stderr.contains("Ctrl-C a third time: exiting now"),
+            "{}",
+            ended.stderr
+        ),
+        Some(0) => {}
+        other => panic!("exit status {other:?}:\n{}", ended.stderr),
+    }
+    for file in [&cpu, &mem] {
+        let now = std::fs::read(file).unwrap();
+        assert!(
+            now == old || whole_gzip(&now),
+            "{} is neither the old file nor a whole profile ({} bytes)",
+            file.display(),
+            now.len()
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
