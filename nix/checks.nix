@@ -45,7 +45,7 @@
     {
       checks = {
         # The package itself (its tests run in `nextest`, not twice).
-        lab = self'.packages.lab;
+        inherit (self'.packages) lab;
 
         clippy = craneLib.cargoClippy (commonArgs // {
           inherit cargoArtifacts;

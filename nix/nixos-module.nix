@@ -176,7 +176,7 @@ in
 
     package = mkOption {
       type = types.package;
-      default = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+      inherit (self.packages.${pkgs.stdenv.hostPlatform.system}) default;
       defaultText = lib.literalExpression "profiling-lab.packages.\${pkgs.stdenv.hostPlatform.system}.default";
       description = "Package providing bin/worker-bad and bin/worker-optimized.";
     };
