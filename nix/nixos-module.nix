@@ -4,6 +4,7 @@
 #
 #   services.profiling-lab = {
 #     enable = true;
+#     problems = [ "blocking" ];  # optional: the bad worker's --problems (one lesson at a time)
 #     prometheus.enable = true;   # Prometheus on 127.0.0.1:9092 scraping both workers
 #     grafana.enable = true;      # also set services.grafana.settings.security.secret_key
 #   };
