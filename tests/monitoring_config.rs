@@ -757,7 +757,7 @@ fn panel_units_rule(dashboard: &Value) -> Vec<String> {
             .flat_map(|o| o["properties"].as_array().into_iter().flatten())
             .filter(|p| p["id"] == "unit")
             .filter_map(|p| p["value"].as_str())
-            .last();
+            .next_back();
         let unit = overridden.or(panel["fieldConfig"]["defaults"]["unit"].as_str());
         if !unit.is_some_and(|u| GRAFANA_UNITS.contains(&u)) {
             problems.push(format!(
