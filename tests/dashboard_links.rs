@@ -139,6 +139,16 @@ fn path_of(url: &str) -> &str {
     rest.find('/').map_or("/", |i| &rest[i..])
 }
 
+/// Whether `go tool pprof` parses `file`, without failing the test when it does not.
+fn pprof_reads(go: &Path, file: &Path) -> bool {
+    std::process::Command::new(go)
+        .args(["tool", "pprof", "-raw"])
+        .arg(file)
+        .env("PPROF_TMPDIR", file.parent().unwrap())
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
 fn is_svg(body: &[u8]) -> bool {
     let head = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
     let text = head.trim_start();
@@ -152,7 +162,9 @@ fn is_svg(body: &[u8]) -> bool {
 /// None for a pending endpoint that is not there yet.
 fn check_link(go: &PathBuf, url: &str, scratch: &Path) -> Option<String> {
     let started = Instant::now();
-    let response = client::get(url, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
+    // A bound for a hung worker, not a speed target: a debug build symbolizes a 10 s CPU
+    // profile in about a minute on a loaded 2-core machine.
+    let response = client::get(url, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
     let answered_in = started.elapsed();
     let path = path_of(url);
     if response.status != 200 {
@@ -186,12 +198,24 @@ fn check_link(go: &PathBuf, url: &str, scratch: &Path) -> Option<String> {
                 .replace(['/', '?', '=', '&'], "_"),
         );
         std::fs::write(&file, &response.body).unwrap();
-        let raw = go_pprof(go, &["-raw", file.to_str().unwrap()]);
-        assert!(
-            raw.contains("Samples:"),
-            "{url}: go tool pprof -raw:\n{raw}"
-        );
-        "profile go tool pprof reads"
+        let text = response.text();
+        if path.ends_with("debug=1") && !pprof_reads(go, &file) {
+            // Go's debug=1 text is for people; pprof also reads it when each stack carries
+            // addresses. Without them, Go's header is what a reader (and `lab`) relies on.
+            assert!(
+                text.starts_with("goroutine profile: total "),
+                "{url}: neither go tool pprof nor a person reads it as Go's text task profile:\n{}",
+                &text[..text.len().min(400)]
+            );
+            "text task profile in Go's format"
+        } else {
+            let raw = go_pprof(go, &["-raw", file.to_str().unwrap()]);
+            assert!(
+                raw.contains("Samples:"),
+                "{url}: go tool pprof -raw:\n{raw}"
+            );
+            "profile go tool pprof reads"
+        }
     };
     Some(format!(
         "{url}: 200, {} bytes, {kind}, in {:.1} s",
@@ -327,35 +351,44 @@ fn every_data_link_opens_the_profile_of_the_worker_whose_line_was_clicked() {
         "lesson panels without worker links: {unlinked:?}"
     );
 
-    // Follow them all: CPU profiles one at a time per worker (the worker runs one at a time),
-    // allocation deltas in a second thread, the rest in a third, both workers at once.
+    // Follow them all. Task profiles first, one at a time and with nothing else running: on
+    // this branch they are still tokio task dumps, which can wedge a busy worker
+    // (tokio-rs/tokio#7478; the `tasks` branch replaces them). Then CPU profiles one at a time
+    // per worker (a worker runs one at a time), allocation deltas in a second thread and the
+    // rest in a third, both workers at once.
     let scratch = std::env::temp_dir().join(format!(
         "profiling-lab-dashboard-links-bodies-{}",
         std::process::id()
     ));
     std::fs::create_dir_all(&scratch).unwrap();
-    let report: Vec<String> = std::thread::scope(|scope| {
+    let group_of = |url: &str| {
+        let path = path_of(url);
+        if path.starts_with("/debug/pprof/goroutine") {
+            0
+        } else if path.starts_with("/debug/pprof/profile")
+            || path.starts_with("/debug/pprof/flamegraph")
+        {
+            1
+        } else if path.starts_with("/debug/pprof/allocs") {
+            2
+        } else {
+            3
+        }
+    };
+    let mut report: Vec<String> = by_worker
+        .values()
+        .flatten()
+        .filter(|url| group_of(url) == 0)
+        .filter_map(|url| check_link(&go, url, &scratch))
+        .collect();
+    report.extend(std::thread::scope(|scope| {
         let mut handles = Vec::new();
         for urls in by_worker.values() {
-            let mut groups: [Vec<&String>; 3] = Default::default();
-            for url in urls {
-                let path = path_of(url);
-                let group = if path.starts_with("/debug/pprof/profile")
-                    || path.starts_with("/debug/pprof/flamegraph")
-                {
-                    0
-                } else if path.starts_with("/debug/pprof/allocs") {
-                    1
-                } else {
-                    2
-                };
-                groups[group].push(url);
-            }
-            for group in groups {
+            for group in 1..=3 {
                 let (go, scratch) = (&go, &scratch);
+                let urls: Vec<&String> = urls.iter().filter(|u| group_of(u) == group).collect();
                 handles.push(scope.spawn(move || {
-                    group
-                        .into_iter()
+                    urls.into_iter()
                         .filter_map(|url| check_link(go, url, scratch))
                         .collect::<Vec<_>>()
                 }));
@@ -364,8 +397,8 @@ fn every_data_link_opens_the_profile_of_the_worker_whose_line_was_clicked() {
         handles
             .into_iter()
             .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
+            .collect::<Vec<_>>()
+    }));
     let _ = std::fs::remove_dir_all(&scratch);
     eprintln!("{}", report.join("\n"));
     let followed: usize = by_worker.values().map(BTreeSet::len).sum();
