@@ -23,6 +23,7 @@ use crate::pprof::cpu;
 use crate::pprof::heap::{self, HeapView};
 use crate::server::{self, AppState};
 use crate::summary::{StopReason, Summary};
+use crate::tasks::{self, TaskKind};
 use crate::{logging, runtime};
 
 /// How long open HTTP requests (a CPU profile, say) may delay the exit.
@@ -32,7 +33,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub fn main(kind: WorkerKind) -> ExitCode {
     let args = WorkerArgs::parse_for(kind);
     logging::init();
-    let runtime = match runtime::build() {
+    let runtime = match runtime::build(args.runtime_threads as usize) {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the tokio runtime: {err}");
@@ -78,12 +79,10 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs) -> Result<Summary, String> 
         metrics: Arc::clone(&metrics),
         runtime: Handle::current(),
     };
-    let server = tokio::spawn(server::serve(
-        listener,
-        state,
-        server_stop.clone(),
-        SHUTDOWN_GRACE,
-    ));
+    let server = tasks::spawn(
+        TaskKind::Http,
+        server::serve(listener, state, server_stop.clone(), SHUTDOWN_GRACE),
+    );
 
     let ctx = Arc::new(Context::new(
         args.run_config(),
@@ -111,6 +110,7 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs) -> Result<Summary, String> 
         errors: metrics.errors_total(),
         live_tasks_start,
         live_tasks_end: Handle::current().metrics().num_alive_tasks(),
+        helpers_left: tasks::live(TaskKind::Helper),
         memory: MemoryStats::read(),
         process_allocs: alloc::process_counts(),
         task_allocs,
