@@ -35,10 +35,10 @@ fn audit_spawn_line() -> usize {
         + 1
 }
 
-fn leaking_bad_worker() -> Worker {
-    let worker = Worker::start("bad", LEAKY);
-    wait_for("twenty leaked helpers", Duration::from_secs(60), || {
-        (live_tasks(&worker.metrics(), "helper") >= 20.0).then_some(())
+fn leaking_bad_worker(args: &[&str], helpers: f64) -> Worker {
+    let worker = Worker::start("bad", args);
+    wait_for("leaked helpers", Duration::from_secs(120), || {
+        (live_tasks(&worker.metrics(), "helper") >= helpers).then_some(())
     });
     worker
 }
@@ -47,7 +47,7 @@ fn leaking_bad_worker() -> Worker {
 fn hammering_the_task_profile_never_wedges_the_bad_worker() {
     // On the one-thread runtime with tokio's task dumps, this hung the worker for good within a
     // minute (it then ignored SIGTERM). The registry cannot: nothing waits for a task.
-    let worker = leaking_bad_worker();
+    let worker = leaking_bad_worker(LEAKY, 20.0);
     let base = worker.url("");
     let statuses: Vec<u16> = std::thread::scope(|scope| {
         let clients: Vec<_> = (0..4)
@@ -93,7 +93,11 @@ fn hammering_the_task_profile_never_wedges_the_bad_worker() {
 
 #[test]
 fn the_task_profile_names_the_leaked_helper_and_where_it_was_spawned() {
-    let worker = leaking_bad_worker();
+    // Long rounds: the audit helpers of failed tasks (about 1 in 100) are the bulk of the leak.
+    let worker = leaking_bad_worker(
+        &["--rate", "1000", "--data-size", "1000", "--tasks", "100000"],
+        40.0,
+    );
     let created_by = format!("created by src/bad.rs:{}:", audit_spawn_line());
 
     let grouped = worker.get("/debug/pprof/goroutine?debug=1");
@@ -231,7 +235,8 @@ fn keep_alive_connections_are_not_a_leak() {
     // All twenty are open and counted as HTTP tasks (plus the scrape's own).
     let http = live_tasks(&worker.metrics(), "http");
     assert!(http >= 20.0, "{http} http tasks");
-    assert_eq!(live_tasks(&worker.metrics(), "helper"), 0.0);
+    // The optimized worker's one helper: the current round's progress reporter.
+    assert!(live_tasks(&worker.metrics(), "helper") <= 1.0);
     let (status, output) = worker.wait();
     assert!(status.success(), "{output}");
     assert!(output.contains("summary"), "{output}");

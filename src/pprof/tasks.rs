@@ -359,13 +359,13 @@ fn grouped_text(groups: &[Group]) -> String {
     for group in groups {
         let key = &group.key;
         let polls = if group.fewest_polls == group.most_polls {
-            format!("{}", group.most_polls)
+            times(group.most_polls)
         } else {
-            format!("{} to {}", group.fewest_polls, group.most_polls)
+            format!("{} to {}", group.fewest_polls, times(group.most_polls))
         };
         let _ = writeln!(
             out,
-            "{} @ {} {}, age {} to {}, polled {polls} times",
+            "{} @ {} {}, age {} to {}, polled {polls}",
             group.count,
             key.kind,
             key.state.label(),
@@ -400,19 +400,28 @@ fn every_task_text(mut tasks: Vec<TaskInfo>) -> String {
         let site = task.spawned_at;
         let _ = write!(
             out,
-            "goroutine {} [{}{waited}]:\n{}(...)\n\t{} task, age {}, polled {} times\n{}\n\t{}:{}\n\n",
+            "goroutine {} [{}{waited}]:\n{}(...)\n\t{} task, age {}, polled {}\n{}\n\t{}:{}\n\n",
             task.id,
             task.state.label(),
             task.function(),
             task.kind,
             age(task.age),
-            task.polls,
+            times(task.polls),
             created_by(site),
             site.file(),
             site.line(),
         );
     }
     out
+}
+
+/// `1 time`, `3 times`.
+fn times(n: u64) -> String {
+    if n == 1 {
+        "1 time".to_owned()
+    } else {
+        format!("{n} times")
+    }
 }
 
 /// A task's age for a person: `850ms`, `12.3s`, `4m12s`.
