@@ -127,6 +127,10 @@ pub struct LeakedTasks {
     pub task_profile_millis: f64,
     pub task_text_millis: f64,
     pub every_task_text_millis: f64,
+    /// Spawning and joining an empty task with `tokio::spawn`, and through the task registry
+    /// (`tasks::spawn`), with the leaked tasks in the registry.
+    pub plain_spawn_nanos: f64,
+    pub registered_spawn_nanos: f64,
     /// jemalloc's allocated bytes per leaked (idle, channel-waiting) task.
     pub bytes_per_leaked_task: f64,
 }
@@ -359,6 +363,7 @@ fn leaked_tasks(count: u64, args: &BenchArgs) -> Result<(LeakedTasks, Option<Sto
     let task_profile_millis = time(TaskFormat::Profile)?;
     let task_text_millis = time(TaskFormat::Grouped)?;
     let every_task_text_millis = time(TaskFormat::EveryTask)?;
+    let [plain_spawn_nanos, registered_spawn_nanos] = spawn_costs(&rt);
 
     let storm = if args.profile_requests > 0 {
         eprintln!(
@@ -403,10 +408,40 @@ fn leaked_tasks(count: u64, args: &BenchArgs) -> Result<(LeakedTasks, Option<Sto
             task_profile_millis,
             task_text_millis,
             every_task_text_millis,
+            plain_spawn_nanos,
+            registered_spawn_nanos,
             bytes_per_leaked_task,
         },
         storm,
     ))
+}
+
+/// Nanoseconds to spawn and join an empty task, with `tokio::spawn` and with `tasks::spawn`,
+/// in alternating rounds (medians).
+fn spawn_costs(rt: &tokio::runtime::Runtime) -> [f64; 2] {
+    const SPAWNS: u32 = 20_000;
+    let mut samples = [Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (registered, samples) in [false, true].into_iter().zip(&mut samples) {
+            let nanos = rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..SPAWNS {
+                    let handle = if registered {
+                        crate::tasks::spawn(crate::tasks::TaskKind::Observer, async {})
+                    } else {
+                        tokio::spawn(async {})
+                    };
+                    let _ = handle.await;
+                }
+                start.elapsed().as_nanos() as f64 / f64::from(SPAWNS)
+            });
+            samples.push(nanos);
+        }
+    }
+    samples.map(|mut s| {
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    })
 }
 
 /// Storms a worker process started at default settings, then stops it with SIGTERM.
@@ -647,6 +682,12 @@ fn table(r: &BenchReport) -> String {
         out,
         "  every task as text (debug=2)    {:.0} ms",
         l.every_task_text_millis
+    );
+    let _ = writeln!(
+        out,
+        "  spawn and join an empty task    {:.1} µs through the task registry, {:.1} µs with tokio::spawn",
+        l.registered_spawn_nanos / 1e3,
+        l.plain_spawn_nanos / 1e3
     );
     let _ = writeln!(
         out,

@@ -361,7 +361,7 @@ fn grouped_text(groups: &[Group]) -> String {
         let polls = if group.fewest_polls == group.most_polls {
             times(group.most_polls)
         } else {
-            format!("{} to {}", group.fewest_polls, times(group.most_polls))
+            format!("{} to {} times", group.fewest_polls, group.most_polls)
         };
         let _ = writeln!(
             out,
