@@ -675,7 +675,7 @@ fn table(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  task dump as text (debug=1)     {:.0} ms",
+        "  grouped text (debug=1)          {:.0} ms",
         l.task_text_millis
     );
     let _ = writeln!(
