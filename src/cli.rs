@@ -65,6 +65,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "LAB_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 
+    /// tokio worker threads running the workload and the HTTP endpoints
+    #[arg(long, env = "LAB_RUNTIME_THREADS", value_name = "N", allow_negative_numbers = true,
+          default_value_t = crate::runtime::DEFAULT_THREADS as u64, value_parser = runtime_threads_range())]
+    pub runtime_threads: u64,
+
     /// Write a CPU profile of the whole run to PATH at exit (pprof format); an existing file is
     /// replaced only by a complete profile
     #[arg(long, value_name = "PATH", value_parser = ProfilePath::check)]
@@ -274,6 +279,11 @@ where
     }
 }
 
+/// `--runtime-threads`: tokio worker threads.
+pub fn runtime_threads_range() -> impl WholeNumberParser<u64> {
+    whole_number(1, crate::runtime::MAX_THREADS as u64)
+}
+
 /// Longest run accepted: about ten years, far beyond any class.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -468,5 +478,19 @@ mod tests {
         let err = parse(&["--workers", "0"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("--workers"), "{err}");
+        for bad in ["0", "257", "-1", "two"] {
+            let err = parse(&["--runtime-threads", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            let text = err.to_string();
+            assert!(text.contains("--runtime-threads"), "{text}");
+            if bad == "0" || bad == "257" {
+                assert!(text.contains("1..=256"), "{text}");
+            }
+        }
+        assert_eq!(parse(&[]).unwrap().runtime_threads, 2);
+        assert_eq!(
+            parse(&["--runtime-threads", "4"]).unwrap().runtime_threads,
+            4
+        );
     }
 }

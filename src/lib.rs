@@ -12,6 +12,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`task`] | the workload: operations, the deterministic task stream, what a task computes |
+//! | [`tasks`] | the registry of live tasks: kind, spawn site, state; what the task profile reads |
 //! | [`pool`] | the run loop both workers share: producer, queue, worker tasks, shutdown |
 //! | [`bad`], [`optimized`] | the problems and their fixes, section by section |
 //! | [`alloc`] | the counting global allocator over jemalloc |
@@ -43,6 +44,7 @@ pub mod server;
 pub mod shutdown;
 pub mod summary;
 pub mod task;
+pub mod tasks;
 pub mod worker;
 
 pub use kind::WorkerKind;

@@ -115,6 +115,10 @@ impl Metrics {
                 .register(collector)
                 .expect("unique metric names");
         }
+        metrics
+            .registry
+            .register(Box::new(crate::tasks::LiveTasksCollector::default()))
+            .expect("unique metric names");
         #[cfg(target_os = "linux")]
         metrics
             .registry

@@ -7,7 +7,6 @@
 //! how one task is handled.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alloc;
 use crate::metrics::Metrics;
 use crate::task::{Generator, Operation, TaskError, TaskSpec};
+use crate::tasks::{self, TaskKind};
 
 /// What one run does; the flags of both workers map onto it.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,10 +110,9 @@ pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals 
     let rx = Arc::new(AsyncMutex::new(rx));
     let mut workers = JoinSet::new();
     for _ in 0..ctx.config.workers {
-        workers.spawn(work(
-            Arc::clone(&strategy),
-            Arc::clone(&ctx),
-            Arc::clone(&rx),
+        workers.spawn(tasks::track(
+            TaskKind::Worker,
+            work(Arc::clone(&strategy), Arc::clone(&ctx), Arc::clone(&rx)),
         ));
     }
     let mut totals = produce(&*strategy, &ctx, tx).await;
@@ -131,14 +130,15 @@ pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals 
     totals
 }
 
-/// Spawns a helper task. The future is boxed so that its own `poll` is a real call, which makes
-/// its name appear in task dumps (`/debug/pprof/goroutine`) instead of being inlined away.
+/// Spawns a helper task: registered as [`TaskKind::Helper`], with the line of the lesson's code
+/// that called this as its spawn site, so the task profile (`/debug/pprof/goroutine`) names both
+/// the function a leaked helper runs and where it was created.
+#[track_caller]
 pub fn spawn_helper<F>(future: F) -> JoinHandle<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let boxed: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(future);
-    tokio::spawn(boxed)
+    tasks::spawn(TaskKind::Helper, future)
 }
 
 /// The slowest task a run has seen.

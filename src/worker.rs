@@ -31,6 +31,7 @@ use crate::profile_file::ProfilePath;
 use crate::server::{self, AppState};
 use crate::shutdown::Shutdown;
 use crate::summary::Summary;
+use crate::tasks::{self, TaskKind};
 use crate::{logging, runtime};
 
 /// How long open HTTP requests may delay the exit after the summary and profiles are done.
@@ -40,7 +41,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub fn main(kind: WorkerKind) -> ExitCode {
     let args = WorkerArgs::parse_for(kind);
     logging::init();
-    let runtime = match runtime::build() {
+    let runtime = match runtime::build(args.runtime_threads as usize) {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the tokio runtime: {err}");
@@ -102,12 +103,10 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
         runtime: Handle::current(),
         stopping: shutdown.stopping().clone(),
     };
-    let mut server = tokio::spawn(server::serve(
-        listener,
-        state,
-        server_stop.clone(),
-        SHUTDOWN_GRACE,
-    ));
+    let mut server = tasks::spawn(
+        TaskKind::Http,
+        server::serve(listener, state, server_stop.clone(), SHUTDOWN_GRACE),
+    );
 
     let ctx = Arc::new(Context::new(
         args.run_config(),
@@ -138,6 +137,7 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
         errors: metrics.errors_total(),
         live_tasks_start,
         live_tasks_end: Handle::current().metrics().num_alive_tasks(),
+        helpers_left: tasks::live(TaskKind::Helper),
         memory: MemoryStats::read(),
         process_allocs: alloc::process_counts(),
         task_allocs,
