@@ -9,7 +9,7 @@
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use super::sample::{LessonSample, Sample};
+use super::sample::Sample;
 use super::stats::{bucket_increase, histogram_quantile, slope};
 
 /// One figure of the report; its key is what JSON and `--fail-if` call it.
@@ -380,6 +380,7 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sample::LessonSample;
     use super::*;
 
     fn sample(t: f64, live: f64, processed: f64, task_allocations: f64) -> Sample {
