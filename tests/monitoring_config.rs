@@ -54,6 +54,12 @@ const GAUGES: &[&str] = &[
     "process_threads",
     "process_start_time_seconds",
     "up",
+    "scrape_duration_seconds",
+    // Lessons 4-6 (branches `lessons` and `rtobs`).
+    "worker_producer_rate",
+    "worker_problem_enabled",
+    "worker_runtime_thread_busy_ratio",
+    "worker_task_mean_scheduled_seconds",
 ];
 
 /// Counters whose names do not end in `_total`: the guide named this one so.
@@ -1006,6 +1012,24 @@ const PROFILE_FOR_METRIC: &[(&str, &[&str])] = &[
     ("worker_observer_allocations_total", OBSERVER_PROFILE),
     ("worker_observer_allocated_bytes_total", OBSERVER_PROFILE),
     ("worker_observer_cpu_seconds_total", OBSERVER_PROFILE),
+    // Lesson 4, blocking the runtime: the blocking call shows in the CPU profile, on a runtime
+    // thread. The runtime metrics come from `rtobs`, the task latency from `lessons`.
+    ("worker_runtime_long_polls_total", CPU_PROFILE),
+    ("worker_runtime_poll_time_seconds_bucket", CPU_PROFILE),
+    ("worker_task_scheduled_seconds_total", CPU_PROFILE),
+    ("worker_runtime_thread_busy_seconds_total", CPU_PROFILE),
+    ("scrape_duration_seconds", CPU_PROFILE),
+    ("worker_task_latency_seconds_bucket", CPU_PROFILE),
+    // Lesson 5, lock contention: the lock profile names the line that takes the lock.
+    ("worker_lock_wait_seconds_sum", MUTEX_PROFILE),
+    ("worker_lock_wait_seconds_count", MUTEX_PROFILE),
+    ("worker_lock_wait_seconds_bucket", MUTEX_PROFILE),
+    ("worker_lock_acquisitions_total", MUTEX_PROFILE),
+    // Lesson 6, overload: where the workers' time goes (and, for the backlog's memory, the
+    // heap profile, which its panel links too).
+    ("worker_producer_rate", CPU_PROFILE),
+    ("worker_task_queue_delay_seconds_bucket", CPU_PROFILE),
+    ("worker_tasks_rejected_total", CPU_PROFILE),
 ];
 const TASK_PROFILE: &[&str] = &["/debug/pprof/goroutine?debug=1", "/debug/pprof/goroutine"];
 const ALLOCS_PROFILE: &[&str] = &[
@@ -1015,6 +1039,8 @@ const ALLOCS_PROFILE: &[&str] = &[
 ];
 const HEAP_PROFILE: &[&str] = &["/debug/pprof/heap"];
 const CPU_PROFILE: &[&str] = &["/debug/pprof/flamegraph?seconds=10"];
+/// Go's mutex profile of the lab's instrumented locks: the next 30 s, and since start.
+const MUTEX_PROFILE: &[&str] = &["/debug/pprof/mutex?seconds=30", "/debug/pprof/mutex"];
 /// The observers' cost is kept out of the profiles: the link shows the workload without it.
 const OBSERVER_PROFILE: &[&str] = &["/debug/pprof/allocs_flamegraph?seconds=30"];
 
@@ -1372,6 +1398,19 @@ fn dashboard_has_the_guides_panels_and_the_lessons() {
         "worker_runtime_global_queue_depth",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
+        // Lesson 4: blocking the runtime.
+        "worker_runtime_long_polls_total",
+        "worker_runtime_poll_time_seconds_bucket",
+        "worker_task_scheduled_seconds_total",
+        "scrape_duration_seconds",
+        "worker_task_latency_seconds_bucket",
+        // Lesson 5: lock contention.
+        "worker_lock_wait_seconds_sum",
+        "worker_lock_acquisitions_total",
+        // Lesson 6: overload without backpressure.
+        "worker_producer_rate",
+        "worker_task_queue_delay_seconds_bucket",
+        "worker_tasks_rejected_total",
     ] {
         assert!(exprs.contains(metric), "no panel shows {metric}");
     }
