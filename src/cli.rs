@@ -12,8 +12,10 @@ use std::time::Duration;
 use clap::builder::{RangedI64ValueParser, RangedU64ValueParser};
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::burst::Burst;
 use crate::kind::WorkerKind;
 use crate::pool::RunConfig;
+use crate::problems::Problems;
 
 /// Flags of `worker-bad` and `worker-optimized`.
 #[derive(Debug, Clone, Parser)]
@@ -67,6 +69,18 @@ pub struct WorkerArgs {
     /// Write a heap profile (live memory) to PATH at exit (pprof format)
     #[arg(long, value_name = "PATH", value_parser = writable_file)]
     pub memprofile: Option<PathBuf>,
+
+    /// Problems worker-bad has: all, none, or a list of leak, capacity, churn, blocking,
+    /// contention, backlog (worker-optimized has every fix and ignores this)
+    #[arg(long, env = "LAB_PROBLEMS", value_name = "LIST", default_value = "all",
+          value_parser = Problems::parse)]
+    pub problems: Problems,
+
+    /// Bursts of load: FACTORx[:ON/EVERY], e.g. 20x:10s/30s runs at 20 times --rate for 10s of
+    /// every 30s (ON/EVERY default to 10s/30s); off for none
+    #[arg(long, env = "LAB_BURST", value_name = "SPEC", default_value = "off",
+          value_parser = Burst::parse)]
+    pub burst: ::std::option::Option<Burst>,
 }
 
 impl WorkerArgs {
@@ -82,11 +96,24 @@ impl WorkerArgs {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = WorkerArgs::command()
+        let mut command = WorkerArgs::command()
             .name(kind.binary())
-            .bin_name(kind.binary())
-            .try_get_matches_from(args)?;
-        WorkerArgs::from_arg_matches(&matches)
+            .bin_name(kind.binary());
+        let matches = command.try_get_matches_from_mut(args)?;
+        let args = WorkerArgs::from_arg_matches(&matches)?;
+        if let Some(burst) = &args.burst {
+            let peak = u64::from(args.rate) * u64::from(burst.factor);
+            if peak > MAX_RATE {
+                return Err(command.error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!(
+                        "--burst {burst} with --rate {} would produce {peak} tasks/s; the burst rate (FACTOR x --rate) must be at most {MAX_RATE}",
+                        args.rate
+                    ),
+                ));
+            }
+        }
+        Ok(args)
     }
 
     /// The listen address, with this worker's default port when none was given.
@@ -123,9 +150,12 @@ pub fn data_size_range() -> RangedU64ValueParser {
     clap::value_parser!(u64).range(1..=1_000_000)
 }
 
+/// Most tasks per second `--rate` accepts, and the most a burst may reach.
+pub const MAX_RATE: u64 = 1_000_000;
+
 /// `--rate`: tasks per second.
 pub fn rate_range() -> RangedI64ValueParser<u32> {
-    clap::value_parser!(u32).range(1..=1_000_000)
+    clap::value_parser!(u32).range(1..=MAX_RATE as i64)
 }
 
 /// Longest run accepted: about ten years, far beyond any class.
@@ -182,6 +212,24 @@ mod tests {
                 .unwrap_err()
                 .contains("30s, 10m or 48h")
         );
+    }
+
+    #[test]
+    fn problems_and_burst_flags() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.problems, Problems::ALL);
+        assert_eq!(args.burst, None);
+        let args = parse(&["--problems", "blocking,backlog", "--burst", "5x:2s/4s"]).unwrap();
+        assert_eq!(args.problems.to_string(), "blocking,backlog");
+        assert_eq!(args.burst.unwrap().factor, 5);
+        let err = parse(&["--problems", "blocking,slow"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--problems") && err.to_string().contains("\"slow\""), "{err}");
+        let err = parse(&["--burst", "2x:10s"]).unwrap_err();
+        assert!(err.to_string().contains("--burst") && err.to_string().contains("ON/EVERY"), "{err}");
+        let err = parse(&["--rate", "100000", "--burst", "20x"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("2000000 tasks/s"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,8 @@ use crate::alloc;
 /// short-lived threads never run out of slots.
 pub fn build() -> std::io::Result<Runtime> {
     Builder::new_multi_thread()
-        .worker_threads(1)
+        // Two threads: lesson 5 (lock contention) needs more than one (`--runtime-threads`).
+        .worker_threads(2)
         .enable_all()
         .on_thread_stop(alloc::release_thread_slot)
         .build()

@@ -87,6 +87,11 @@ impl TaskSpec {
         }
     }
 
+    /// Whether this task's result is sealed ([`seal`]): one task in [`SEAL_EVERY`], by id.
+    pub fn sealed(&self) -> bool {
+        self.id % SEAL_EVERY == SEAL_EVERY - 1
+    }
+
     /// The payload, element by element, without allocating: each worker decides where to put it.
     pub fn values(&self, data_size: usize) -> Values {
         Values {
@@ -200,6 +205,26 @@ pub fn mix(parts: &[u64]) -> u64 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     })
+}
+
+/// One task in this many has its result sealed.
+pub const SEAL_EVERY: u64 = 10;
+
+/// Rounds of [`seal`]: about 8 ms of CPU in a release build. An unoptimized build runs the loop
+/// about 25 times slower, so it does fewer rounds for a stall of about the same length; a
+/// digest is the same in both workers of one build, not across builds.
+pub const SEAL_ROUNDS: u64 = if cfg!(debug_assertions) {
+    100_000
+} else {
+    2_500_000
+};
+
+/// Seals a result: a deliberately slow, iterated hash of the digest, the way a password hash,
+/// a signature or a compression pass is slow. Pure CPU for milliseconds with no await point:
+/// lesson 4's "blocking" step, which each worker runs on a different kind of thread.
+#[inline(never)]
+pub fn seal(digest: u64) -> u64 {
+    (0..SEAL_ROUNDS).fold(digest, |acc, round| mix(&[acc, round]))
 }
 
 /// 64-bit FNV-1a, fed incrementally so text can be hashed as it is produced or all at once.

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::optimized::Optimized;
 use crate::pool::{self, Context, RunTotals, Strategy};
 use crate::pprof::cpu;
+use crate::problems::Problems;
 use crate::pprof::heap::{self, HeapView};
 use crate::server::{self, AppState};
 use crate::summary::{StopReason, Summary};
@@ -85,17 +86,24 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs) -> Result<Summary, String> 
         SHUTDOWN_GRACE,
     ));
 
-    let ctx = Arc::new(Context::new(
-        args.run_config(),
-        Arc::clone(&metrics),
-        CancellationToken::new(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            args.run_config(),
+            Arc::clone(&metrics),
+            CancellationToken::new(),
+        )
+        .with_burst(args.burst),
+    );
+    lessons_banner(kind, &args, &metrics);
     let started = Instant::now();
     let live_tasks_start = Handle::current().metrics().num_alive_tasks();
     // The strategy is kept until the summary is taken: what it holds (the bad worker's parked
     // senders) is part of what the summary reports.
     let (totals, reason, _strategy) = match kind {
-        WorkerKind::Bad => drive(Bad::new(&ctx.config), &ctx, args.duration).await,
+        WorkerKind::Bad => {
+            let bad = Bad::with_problems(&ctx.config, args.problems);
+            drive(bad, &ctx, args.duration).await
+        }
         WorkerKind::Optimized => drive(Optimized::new(&ctx.config), &ctx, args.duration).await,
     };
     let task_allocs = alloc::AllocCounts {
@@ -137,6 +145,31 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs) -> Result<Summary, String> 
         Err(err) => tracing::warn!("HTTP server task: {err}"),
     }
     Ok(summary)
+}
+
+/// Says which problems this worker has (log and `worker_problem_enabled`) and any burst.
+fn lessons_banner(kind: WorkerKind, args: &WorkerArgs, metrics: &Metrics) {
+    let problems = match kind {
+        WorkerKind::Bad => args.problems,
+        WorkerKind::Optimized => Problems::NONE,
+    };
+    metrics.lessons.set_problems(problems);
+    match kind {
+        WorkerKind::Bad => tracing::info!("problems: {problems}"),
+        WorkerKind::Optimized if args.problems != Problems::ALL => tracing::info!(
+            "--problems {} is for worker-bad; worker-optimized has every fix and ignores it",
+            args.problems
+        ),
+        WorkerKind::Optimized => {}
+    }
+    if let Some(burst) = &args.burst {
+        tracing::info!(
+            "bursts: {burst} ({} tasks/s for {} of every {})",
+            u64::from(args.rate) * u64::from(burst.factor),
+            humantime::format_duration(burst.on),
+            humantime::format_duration(burst.every)
+        );
+    }
 }
 
 /// Runs the workload under `strategy` until the duration elapses or a signal arrives.

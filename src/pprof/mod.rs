@@ -12,6 +12,7 @@
 pub mod cpu;
 pub mod encode;
 pub mod heap;
+pub mod mutex;
 pub mod tasks;
 
 use std::time::Duration;
@@ -42,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/debug/pprof/heap", get(heap_profile))
         .route("/debug/pprof/allocs", get(allocs_profile))
         .route("/debug/pprof/goroutine", get(goroutine))
+        .route("/debug/pprof/mutex", get(mutex::handler))
 }
 
 async fn cpu_profile(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
