@@ -309,7 +309,11 @@ pub fn process(task: TaskSpec, data_size: usize) -> Result<u64, TaskError> {
 
 /// Computes a task's digest with the `capacity` and `churn` problems `problems` has (the
 /// others do not touch this part); must agree with `optimized::process` for every task and set.
-pub fn process_with(task: TaskSpec, data_size: usize, problems: Problems) -> Result<u64, TaskError> {
+pub fn process_with(
+    task: TaskSpec,
+    data_size: usize,
+    problems: Problems,
+) -> Result<u64, TaskError> {
     let capacity = problems.has(Problem::Capacity);
     let churn = problems.has(Problem::Churn);
     if !capacity && !churn {

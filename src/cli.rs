@@ -224,9 +224,15 @@ mod tests {
         assert_eq!(args.burst.unwrap().factor, 5);
         let err = parse(&["--problems", "blocking,slow"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("--problems") && err.to_string().contains("\"slow\""), "{err}");
+        assert!(
+            err.to_string().contains("--problems") && err.to_string().contains("\"slow\""),
+            "{err}"
+        );
         let err = parse(&["--burst", "2x:10s"]).unwrap_err();
-        assert!(err.to_string().contains("--burst") && err.to_string().contains("ON/EVERY"), "{err}");
+        assert!(
+            err.to_string().contains("--burst") && err.to_string().contains("ON/EVERY"),
+            "{err}"
+        );
         let err = parse(&["--rate", "100000", "--burst", "20x"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("2000000 tasks/s"), "{err}");

@@ -53,7 +53,9 @@ impl<T> Mutex<T> {
         self.stats.acquisitions.inc();
         match self.inner.try_lock() {
             Ok(guard) => return self.guard(guard, None),
-            Err(TryLockError::Poisoned(poisoned)) => return self.guard(poisoned.into_inner(), None),
+            Err(TryLockError::Poisoned(poisoned)) => {
+                return self.guard(poisoned.into_inner(), None);
+            }
             Err(TryLockError::WouldBlock) => {}
         }
         let site = Location::caller();

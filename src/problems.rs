@@ -172,10 +172,25 @@ mod tests {
     #[test]
     fn bad_lists_name_the_value_and_what_is_allowed() {
         let err = Problems::parse("leak,blokcing").unwrap_err();
-        assert!(err.contains("\"blokcing\"") && err.contains("leak, capacity"), "{err}");
+        assert!(
+            err.contains("\"blokcing\"") && err.contains("leak, capacity"),
+            "{err}"
+        );
         assert!(Problems::parse("").unwrap_err().contains("empty list"));
-        assert!(Problems::parse("leak,,churn").unwrap_err().contains("empty item"));
-        assert!(Problems::parse("leak,leak").unwrap_err().contains("more than once"));
-        assert!(Problems::parse("all,leak").unwrap_err().contains("stands alone"));
+        assert!(
+            Problems::parse("leak,,churn")
+                .unwrap_err()
+                .contains("empty item")
+        );
+        assert!(
+            Problems::parse("leak,leak")
+                .unwrap_err()
+                .contains("more than once")
+        );
+        assert!(
+            Problems::parse("all,leak")
+                .unwrap_err()
+                .contains("stands alone")
+        );
     }
 }

@@ -243,12 +243,7 @@ fn encode_profile(
                     let line = frame_functions
                         .iter()
                         .map(|f| protos::Line {
-                            function_id: function_id(
-                                &mut profile,
-                                &mut functions,
-                                &mut strings,
-                                f,
-                            ),
+                            function_id: function_id(&mut profile, &mut functions, &mut strings, f),
                             line: i64::from(f.line),
                             ..Default::default()
                         })
