@@ -9,7 +9,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use profiling_lab::client::histogram_buckets;
-use support::{Worker, go_pprof, metric_value, require_go, wait_for, worker_binary};
+use support::{Worker, metric_value, require_go, wait_for, worker_binary};
+
+/// `go tool pprof ARGS` with a fetch timeout for a loaded machine: symbolizing a debug build
+/// there can take longer than pprof's default minute.
+fn go_pprof(go: &std::path::PathBuf, args: &[&str]) -> String {
+    let args = [&["-timeout", "300"], args].concat();
+    support::go_pprof(go, &args)
+}
 
 /// The sum and count of histogram `name` in an exposition.
 fn sum_count(text: &str, name: &str) -> (f64, f64) {
@@ -81,13 +88,19 @@ fn the_cpu_profile_shows_the_seal_on_a_runtime_thread_only_in_the_bad_worker() {
             !seals.is_empty(),
             "worker-{kind}: no sample in task::seal:\n{traces}"
         );
+        // Runtime threads are themselves started as blocking-pool tasks, so the pool's frames
+        // are in every stack; what tells them apart is the scheduler loop of a runtime thread
+        // polling tasks, absent from work handed to `spawn_blocking`.
         let on_runtime = seals
             .iter()
-            .filter(|t| t.contains("profiling_lab::pool::work"))
+            .filter(|t| {
+                t.contains("scheduler::multi_thread::worker")
+                    && t.contains("profiling_lab::pool::work")
+            })
             .count();
         let on_blocking_pool = seals
             .iter()
-            .filter(|t| t.contains("tokio::runtime::blocking::pool"))
+            .filter(|t| !t.contains("scheduler::multi_thread::worker"))
             .count();
         if kind == "bad" {
             assert!(
@@ -105,14 +118,15 @@ fn the_cpu_profile_shows_the_seal_on_a_runtime_thread_only_in_the_bad_worker() {
 
 // ---- Lesson 5: lock contention --------------------------------------------------------------
 
-/// Four worker tasks on two runtime threads, with tasks arriving faster than one thread works.
+/// Four worker tasks on two runtime threads, with tasks arriving often enough that two are
+/// often at work at once.
 const CONTENDED: &[&str] = &[
     "--problems",
     "contention",
     "--workers",
     "4",
     "--rate",
-    "3000",
+    "500",
     "--data-size",
     "2000",
 ];
@@ -246,8 +260,9 @@ fn a_burst_grows_the_bad_workers_queue_while_the_optimized_one_sheds_it_visibly(
         rejected(&opt_text)
     );
     opt_deepest = opt_deepest.max(metric_value(&opt_text, "worker_tasks_in_queue").unwrap());
+    // Two per worker in the queue, plus the one the producer holds while it waits for room.
     assert!(
-        opt_deepest <= 4.0,
+        opt_deepest <= 5.0,
         "the bounded queue (2 per worker) held {opt_deepest}"
     );
     assert!(

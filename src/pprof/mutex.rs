@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::panic::Location;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::RawQuery;
@@ -36,6 +36,11 @@ struct Site {
     contentions: u64,
     delay_ns: u64,
 }
+
+/// The resolved stack of each call site: debug info is parsed once per site, not per request.
+type Resolved = Vec<(u64, Vec<Function>)>;
+static RESOLVED: LazyLock<Mutex<HashMap<&'static Location<'static>, Arc<Resolved>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Every call site where a caller has waited, since start. Touched only on contention, never
 /// on an uncontended acquisition.
@@ -136,14 +141,10 @@ pub async fn handler(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
         (sites, Some(Duration::from_secs(seconds)))
     };
     // Symbolizing reads debug info: tens of milliseconds of CPU, off the runtime's threads.
-    let body = tokio::task::spawn_blocking(move || {
-        let body = encode_profile(&sites, started, duration);
-        encode::release_symbol_cache();
-        body
-    })
-    .await
-    .map_err(|e| ApiError::internal("mutex profile", e))?
-    .map_err(|e| ApiError::internal("mutex profile", e))?;
+    let body = tokio::task::spawn_blocking(move || encode_profile(&sites, started, duration))
+        .await
+        .map_err(|e| ApiError::internal("mutex profile", e))?
+        .map_err(|e| ApiError::internal("mutex profile", e))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
@@ -167,7 +168,7 @@ struct Function {
 
 /// The functions at each frame of `stack`, with the lock's and the stack capture's own frames
 /// removed, so the innermost frame left is the caller of `lock()`.
-fn resolve(stack: &[backtrace::Frame]) -> Vec<(u64, Vec<Function>)> {
+fn resolve(stack: &[backtrace::Frame]) -> Resolved {
     let mut frames: Vec<(u64, Vec<Function>)> = stack
         .iter()
         .map(|frame| {
@@ -233,9 +234,25 @@ fn encode_profile(
     };
     let mut locations: HashMap<u64, u64> = HashMap::new();
     let mut functions: HashMap<String, u64> = HashMap::new();
+    let mut symbolized = false;
     for site in sites {
+        let cached = RESOLVED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(site.site)
+            .cloned();
+        let stack = cached.unwrap_or_else(|| {
+            symbolized = true;
+            let stack = Arc::new(resolve(&site.stack));
+            RESOLVED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(site.site, Arc::clone(&stack));
+            stack
+        });
         let mut location_id = Vec::new();
-        for (address, frame_functions) in resolve(&site.stack) {
+        for (address, frame_functions) in stack.iter() {
+            let address = *address;
             let id = match locations.get(&address) {
                 Some(&id) => id,
                 None => {
@@ -268,6 +285,10 @@ fn encode_profile(
             ],
             ..Default::default()
         });
+    }
+    if symbolized {
+        // The parsed debug info is tens of megabytes; what this profile needs is kept above.
+        encode::release_symbol_cache();
     }
     profile.string_table = strings.into_strings();
     encode::gzip_profile(&profile)
