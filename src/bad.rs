@@ -213,13 +213,13 @@ impl Strategy for Bad {
     // ratio, `worker_task_queue_delay_seconds`, p99 `worker_task_latency_seconds`, Prometheus'
     // `scrape_duration_seconds` for this worker; the CPU profile (`-peek 'task::seal'`) shows
     // `task::seal` called from `pool::work` on a runtime worker thread.
-    fn seal(&self, digest: u64) -> impl Future<Output = u64> + Send {
+    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send {
         let blocking = self.has(Problem::Blocking);
         async move {
             if blocking {
-                task::seal(digest)
+                task::seal(digest, data_size)
             } else {
-                optimized::seal_off_runtime(digest).await
+                optimized::seal_off_runtime(digest, data_size).await
             }
         }
     }

@@ -134,8 +134,8 @@ impl Strategy for Optimized {
     // `worker_runtime_busy_seconds_total` staying low, `worker_task_queue_delay_seconds` and
     // `/metrics` latency unaffected; the CPU profile shows `task::seal` under
     // `tokio::runtime::blocking::pool`, not under `pool::work`.
-    fn seal(&self, digest: u64) -> impl Future<Output = u64> + Send {
-        seal_off_runtime(digest)
+    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send {
+        seal_off_runtime(digest, data_size)
     }
 
     fn finish_worker(&self, worker: OptimizedWorker, ctx: &Context) {
@@ -168,12 +168,12 @@ pub(crate) async fn stop_reporter((stop, reporter): Reporter) {
 }
 
 /// Lesson 4's fix: seals on the blocking pool and waits for it without holding a runtime thread.
-pub(crate) async fn seal_off_runtime(digest: u64) -> u64 {
-    match tokio::task::spawn_blocking(move || task::seal(digest)).await {
+pub(crate) async fn seal_off_runtime(digest: u64, data_size: usize) -> u64 {
+    match tokio::task::spawn_blocking(move || task::seal(digest, data_size)).await {
         Ok(sealed) => sealed,
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
         // The runtime is shutting down and cancelled it before it started: finish it here.
-        Err(_) => task::seal(digest),
+        Err(_) => task::seal(digest, data_size),
     }
 }
 

@@ -163,7 +163,7 @@ pub trait Strategy: Send + Sync + Sized + 'static {
     ) -> Result<u64, TaskError>;
 
     /// Seals a result that asks for it (`task::seal`, lesson 4): a long CPU-bound step.
-    fn seal(&self, digest: u64) -> impl Future<Output = u64> + Send;
+    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send;
 
     /// Called once when a worker task stops.
     fn finish_worker(&self, worker: Self::Worker, ctx: &Context);
@@ -414,7 +414,7 @@ pub async fn complete<S: Strategy>(
 ) -> Result<u64, TaskError> {
     let task = queued.task;
     let outcome = match handle_counted(strategy, worker, task, ctx) {
-        Ok(digest) if task.sealed() => Ok(strategy.seal(digest).await),
+        Ok(digest) if task.sealed() => Ok(strategy.seal(digest, ctx.config.data_size).await),
         outcome => outcome,
     };
     ctx.metrics
