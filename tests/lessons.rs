@@ -36,14 +36,15 @@ fn mean_between(before: &str, after: &str, name: &str) -> f64 {
 
 // ---- Lesson 4: blocking the runtime ---------------------------------------------------------
 
-/// Ten seals a second, of about 10 ms each in a debug build, between short tasks.
+/// The demo's payload size at a light rate: two seals a second, each several times longer than
+/// a task, so neither worker is ever short of threads.
 const BLOCKING: &[&str] = &[
     "--problems",
     "blocking",
     "--rate",
-    "100",
+    "20",
     "--data-size",
-    "2000",
+    "10000",
 ];
 
 #[test]
@@ -52,11 +53,11 @@ fn blocking_keeps_the_runtime_threads_busy_in_the_bad_worker_only() {
     let optimized = Worker::start("optimized", BLOCKING);
     for w in [&bad, &optimized] {
         wait_for("sealed tasks", Duration::from_secs(30), || {
-            (w.metric("worker_tasks_processed_total") >= 50.0).then_some(())
+            (w.metric("worker_tasks_processed_total") >= 20.0).then_some(())
         });
     }
     let (bad0, opt0) = (bad.metrics(), optimized.metrics());
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(8));
     let (bad1, opt1) = (bad.metrics(), optimized.metrics());
     // Time the runtime threads spent polling tasks, per task: the bad worker seals on them,
     // the optimized one on the blocking pool, which this does not count. A loaded machine
@@ -73,7 +74,7 @@ fn blocking_keeps_the_runtime_threads_busy_in_the_bad_worker_only() {
          mean queueing delay: bad {bad_delay:.6} s, optimized {opt_delay:.6} s"
     );
     assert!(
-        bad_busy > 1.5 * opt_busy,
+        bad_busy > 1.3 * opt_busy,
         "runtime busy time per task: bad {bad_busy:.6} s, optimized {opt_busy:.6} s"
     );
 }
@@ -84,7 +85,7 @@ fn the_cpu_profile_shows_the_seal_on_a_runtime_thread_only_in_the_bad_worker() {
     for kind in ["bad", "optimized"] {
         let worker = Worker::start(kind, BLOCKING);
         wait_for("sealed tasks", Duration::from_secs(30), || {
-            (worker.metric("worker_tasks_processed_total") >= 30.0).then_some(())
+            (worker.metric("worker_tasks_processed_total") >= 20.0).then_some(())
         });
         // `-traces` prints every sampled stack; find those through the seal.
         let traces = go_pprof(
@@ -290,8 +291,10 @@ fn a_burst_grows_the_bad_workers_queue_while_the_optimized_one_sheds_it_visibly(
         let (sum, count) = sum_count(t, "worker_task_queue_delay_seconds");
         sum / count
     };
+    // The optimized worker's delay is bounded by its queue (a few tasks' worth); the bad
+    // worker's grows with its backlog.
     assert!(
-        delay(&bad_text) > 5.0 * delay(&opt_text),
+        delay(&bad_text) > 2.0 * delay(&opt_text),
         "mean queueing delay: bad {}, optimized {}",
         delay(&bad_text),
         delay(&opt_text)
