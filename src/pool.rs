@@ -2,9 +2,16 @@
 //! them off and hand each to the worker's [`Strategy`], and a cancellation token stops it all.
 //!
 //! Everything here is the same for both workers, so that the difference a learner sees on the
-//! dashboard comes only from `bad.rs` versus `optimized.rs`. The strategy decides the three
-//! things the lessons are about: the kind of queue, what happens around each round of tasks, and
-//! how one task is handled.
+//! dashboard comes only from `bad.rs` versus `optimized.rs`. The strategy decides the things the
+//! lessons are about: the kind of queue (lesson 6), what happens around each round of tasks
+//! (lesson 1), how one task is handled (lessons 1-3 and 5) and where its result is sealed
+//! (lesson 4).
+//!
+//! The measurements every lesson needs are taken here, alike for both: each task carries the
+//! time it was enqueued, so `worker_task_queue_delay_seconds` (enqueue to a worker taking it)
+//! and `worker_task_latency_seconds` (enqueue to result) mean the same in both workers, and the
+//! producer offers the same load (`--rate`, `--burst`) to both and counts what a bounded queue
+//! sheds in `worker_tasks_rejected_total`.
 
 use std::future::Future;
 use std::pin::Pin;
