@@ -3,9 +3,10 @@
 //! 20x:10s/30s` produces at 20 times the rate from 20 s to 30 s, 50 s to 60 s, and so on.
 //! ON and EVERY default to 10s and 30s, so `--burst 20x` shows a burst within the first 30 s.
 //!
-//! A burst only overloads a worker when FACTOR x `--rate` is above what the worker can handle
-//! (its capacity, which depends on the machine, `--data-size` and `--workers`): `lab bench`
-//! prints it. Both workers take the flag and see the same offered load; what differs is how
+//! A burst only overloads a worker when FACTOR x `--rate` is above what the worker can handle:
+//! its capacity, which depends on the machine, `--data-size` and the runtime's threads. Run a
+//! worker flat out (`--rate 1000000`) and read `rate(worker_tasks_processed_total[30s])` to
+//! know it. Both workers take the flag and see the same offered load; what differs is how
 //! their queue copes (`pool.rs`).
 
 use std::fmt;
