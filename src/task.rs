@@ -210,10 +210,10 @@ pub fn mix(parts: &[u64]) -> u64 {
 /// One task in this many has its result sealed.
 pub const SEAL_EVERY: u64 = 10;
 
-/// Rounds of [`seal`] per payload value: a few milliseconds of CPU for the demo's 10 000 values in a
-/// release build. An unoptimized build runs the loop about 40 times slower, so it does fewer
-/// rounds for a stall of about the same length (and tests in debug builds stay affordable); a
-/// digest is the same in both workers of one build, not across builds.
+/// Rounds of [`seal`] per payload value: a few milliseconds of CPU for the demo's 10 000
+/// values in a release build. An unoptimized build runs the loop tens of times slower; it does
+/// fewer rounds so that tests at high rates stay affordable, and its stalls are still longer.
+/// A digest is the same in both workers of one build, not across builds.
 pub const SEAL_ROUNDS_PER_VALUE: u64 = if cfg!(debug_assertions) { 40 } else { 100 };
 
 /// Seals a result: a deliberately slow, iterated hash of the digest, the way a password hash,
