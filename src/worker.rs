@@ -28,6 +28,7 @@ use crate::pool::{self, Context, RunTotals, Strategy};
 use crate::pprof::cpu::{self, CpuSession};
 use crate::pprof::heap::{self, HeapView};
 use crate::profile_file::ProfilePath;
+use crate::problems::Problems;
 use crate::server::{self, AppState};
 use crate::shutdown::Shutdown;
 use crate::summary::Summary;
@@ -108,17 +109,24 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
         server::serve(listener, state, server_stop.clone(), SHUTDOWN_GRACE),
     );
 
-    let ctx = Arc::new(Context::new(
-        args.run_config(),
-        Arc::clone(&metrics),
-        CancellationToken::new(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            args.run_config(),
+            Arc::clone(&metrics),
+            CancellationToken::new(),
+        )
+        .with_burst(args.burst),
+    );
+    lessons_banner(kind, &args, &metrics);
     let started = Instant::now();
     let live_tasks_start = Handle::current().metrics().num_alive_tasks();
     // The strategy is kept until the summary is taken: what it holds (the bad worker's parked
     // senders) is part of what the summary reports.
     let (totals, reason, _strategy) = match kind {
-        WorkerKind::Bad => drive(Bad::new(&ctx.config), &ctx, &shutdown, args.duration).await,
+        WorkerKind::Bad => {
+            let bad = Bad::with_problems(&ctx.config, args.problems);
+            drive(bad, &ctx, &shutdown, args.duration).await
+        }
         WorkerKind::Optimized => {
             drive(Optimized::new(&ctx.config), &ctx, &shutdown, args.duration).await
         }
@@ -176,6 +184,31 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Says which problems this worker has (log and `worker_problem_enabled`) and any burst.
+fn lessons_banner(kind: WorkerKind, args: &WorkerArgs, metrics: &Metrics) {
+    let problems = match kind {
+        WorkerKind::Bad => args.problems,
+        WorkerKind::Optimized => Problems::NONE,
+    };
+    metrics.lessons.set_problems(problems);
+    match kind {
+        WorkerKind::Bad => tracing::info!("problems: {problems}"),
+        WorkerKind::Optimized if args.problems != Problems::ALL => tracing::info!(
+            "--problems {} is for worker-bad; worker-optimized has every fix and ignores it",
+            args.problems
+        ),
+        WorkerKind::Optimized => {}
+    }
+    if let Some(burst) = &args.burst {
+        tracing::info!(
+            "bursts: {burst} ({} tasks/s for {} of every {})",
+            u64::from(args.rate) * u64::from(burst.factor),
+            crate::cli::format_duration(burst.on),
+            crate::cli::format_duration(burst.every)
+        );
     }
 }
 

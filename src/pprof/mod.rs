@@ -12,6 +12,7 @@
 pub mod cpu;
 pub mod encode;
 pub mod heap;
+pub mod mutex;
 pub mod tasks;
 
 use std::time::Duration;
@@ -41,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/debug/pprof/heap", get(heap_profile))
         .route("/debug/pprof/allocs", get(allocs_profile))
         .route(tasks::PATH, get(tasks::handler))
+        .route("/debug/pprof/mutex", get(mutex::handler))
 }
 
 async fn cpu_profile(
