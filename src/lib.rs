@@ -17,9 +17,11 @@
 //! | [`alloc`] | the counting global allocator over jemalloc |
 //! | [`memory`] | jemalloc's statistics: allocated, resident, purges |
 //! | [`metrics`] | the `/metrics` registry |
+//! | [`runtime_metrics`] | tokio's runtime metrics and tokio-metrics' task monitors on `/metrics` |
 //! | [`pprof`] | CPU, heap, allocation and task profiles |
 //! | [`server`], [`http`] | the HTTP endpoints and their parameter checks |
 //! | [`cli`], [`worker`], [`summary`] | flags, the process's life, the exit report |
+//! | [`logging`], [`console`] | the log, and tokio-console with `--console` |
 //! | [`client`] | the HTTP client the lab's tools and tests use |
 //! | [`lab`] | the `lab` tool: the stack without Nix, headless comparison, profiles, benchmarks |
 
@@ -27,6 +29,7 @@ pub mod alloc;
 pub mod bad;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod http;
 pub mod kind;
 pub mod lab;
@@ -37,6 +40,7 @@ pub mod optimized;
 pub mod pool;
 pub mod pprof;
 pub mod runtime;
+pub mod runtime_metrics;
 pub mod server;
 pub mod summary;
 pub mod task;

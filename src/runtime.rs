@@ -2,7 +2,7 @@
 
 use tokio::runtime::{Builder, Runtime};
 
-use crate::alloc;
+use crate::{alloc, runtime_metrics};
 
 /// A multi-threaded runtime with one worker thread, plus tokio's blocking pool (profiles are
 /// symbolized there).
@@ -19,6 +19,10 @@ pub fn build() -> std::io::Result<Runtime> {
     Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
+        // Poll times for `worker_runtime_poll_time_seconds` and the long-poll counter: two
+        // clock reads per poll (see `lab bench` for what it costs).
+        .enable_metrics_poll_time_histogram()
+        .metrics_poll_time_histogram_configuration(runtime_metrics::poll_time_histogram())
         .on_thread_stop(alloc::release_thread_slot)
         .build()
 }

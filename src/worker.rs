@@ -31,7 +31,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The `main` of both worker binaries.
 pub fn main(kind: WorkerKind) -> ExitCode {
     let args = WorkerArgs::parse_for(kind);
-    logging::init();
+    let console = match args.console_addr(kind) {
+        Ok(console) => console,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = logging::init_with_console(console) {
+        eprintln!("error: {err}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match runtime::build() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -3,7 +3,9 @@
 //! - what a task costs in each worker: CPU time, allocation calls and bytes, and their ratios;
 //! - what the instrumentation (metrics, allocation counting, heap sampling) costs the optimized
 //!   worker, whose fast path leaves little room to hide it;
-//! - how `/metrics` and the task profile behave when the bad worker has leaked 100k tasks.
+//! - how `/metrics` and the task profile behave when the bad worker has leaked 100k tasks;
+//! - what the runtime metrics (poll-time histogram, task monitors) cost the optimized worker
+//!   running flat out ([`runtime_metrics`]).
 //!
 //! Timings alternate between the variants being compared and report medians, so a burst of
 //! noise from the rest of the machine lands on both sides instead of skewing one.
@@ -27,6 +29,8 @@ use crate::pprof::tasks::{self, TaskFormat};
 use crate::summary::bytes;
 use crate::task::{Generator, TaskSpec};
 use crate::{bad, runtime};
+
+pub mod runtime_metrics;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -55,6 +59,7 @@ pub struct BenchReport {
     pub optimized: TaskCost,
     pub instrumentation: Instrumentation,
     pub leaked: LeakedTasks,
+    pub runtime_metrics: runtime_metrics::RuntimeMetricsCost,
 }
 
 /// What one task costs, averaged.
@@ -108,6 +113,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         args.leaked_tasks
     );
     let leaked = leaked_tasks(args.leaked_tasks)?;
+    eprintln!("measuring the runtime metrics' cost on the optimized worker flat out...");
+    let runtime_metrics = runtime_metrics::measure(data_size, round, ROUNDS)?;
 
     let report = BenchReport {
         data_size,
@@ -115,12 +122,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         optimized,
         instrumentation,
         leaked,
+        runtime_metrics,
     };
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{json}");
     } else {
         print!("{}", table(&report));
+        print!("{}", runtime_metrics::table(&report.runtime_metrics));
     }
     Ok(ExitCode::SUCCESS)
 }
