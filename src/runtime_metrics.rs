@@ -682,6 +682,64 @@ mod tests {
         assert!(ranges.len() <= 24, "{} buckets", ranges.len());
     }
 
+    /// The sum of `name`'s series whose labels include `label`.
+    fn value(families: &[MetricFamily], name: &str, label: (&str, &str)) -> f64 {
+        let family = families.iter().find(|f| f.name() == name).expect(name);
+        family
+            .get_metric()
+            .iter()
+            .filter(|m| {
+                label.0.is_empty()
+                    || m.get_label()
+                        .iter()
+                        .any(|l| l.name() == label.0 && l.value() == label.1)
+            })
+            .map(|m| {
+                if family.get_field_type() == MetricType::COUNTER {
+                    m.get_counter().get_value()
+                } else {
+                    m.get_gauge().get_value()
+                }
+            })
+            .sum()
+    }
+
+    /// Lesson 4 in miniature: a task that blocks its thread shows as a long poll, and a task it
+    /// woke waits at least as long to be polled.
+    #[test]
+    fn a_blocked_thread_shows_as_long_polls_and_scheduling_delay() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .enable_metrics_poll_time_histogram()
+            .metrics_poll_time_histogram_configuration(poll_time_histogram())
+            .build()
+            .unwrap();
+        let collector = TokioCollector::new(rt.handle());
+        let helper = ("kind", "helper");
+        let before = collector.collect();
+        let block = Duration::from_millis(30);
+        rt.block_on(async {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let waiter = tokio::spawn(instrument(TaskGroup::Helper, async move {
+                let _ = rx.await;
+            }));
+            let blocker = tokio::spawn(async move {
+                // Wakes the waiter, then keeps the only runtime thread from polling it.
+                let _ = tx.send(());
+                std::thread::sleep(block);
+            });
+            let _ = tokio::join!(waiter, blocker);
+        });
+        let after = collector.collect();
+        let delta = |name, label| value(&after, name, label) - value(&before, name, label);
+        assert!(delta("worker_runtime_long_polls_total", ("", "")) >= 1.0);
+        assert!(delta("worker_task_polls_total", helper) >= 2.0);
+        assert!(delta("worker_task_scheduled_total", helper) >= 1.0);
+        assert!(delta("worker_task_scheduled_seconds_total", helper) >= block.as_secs_f64());
+        assert!(delta("worker_task_long_delays_total", helper) >= 1.0);
+        assert!(delta("worker_runtime_thread_polls_total", ("thread", "0")) >= 3.0);
+    }
+
     #[test]
     fn means_and_ratios_come_from_the_window() {
         let base = Sample {

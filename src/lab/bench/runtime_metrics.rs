@@ -3,7 +3,7 @@
 //!
 //! The same pool, strategy and task stream run on two runtimes with the same threads: one
 //! plain, with task monitoring off; one as the workers build it ([`runtime::build`]), with task
-//! monitoring on and `/metrics` rendered every [`SCRAPE_INTERVAL`], as Prometheus does. Rounds
+//! monitoring on and `/metrics` rendered every 2 s, as the lab's Prometheus scrapes. Rounds
 //! alternate between the two and the medians are compared.
 
 use std::sync::Arc;
