@@ -40,6 +40,9 @@ pub struct RuntimeMetricsCost {
     pub polls_per_task: f64,
     /// One collection of the runtime metrics alone (the rest of `/metrics` excluded), median.
     pub collect_micros: f64,
+    /// Heap allocations and bytes of one such collection (the observer's, not the workload's).
+    pub collect_allocations: u64,
+    pub collect_bytes: u64,
 }
 
 /// Runs the comparison; `round` is the time of each of the `rounds` rounds per variant.
@@ -91,6 +94,9 @@ pub fn measure(
         })
         .collect();
     collect_times.sort_by(f64::total_cmp);
+    let before = alloc::thread_counts().unwrap_or_default();
+    std::hint::black_box(prometheus::core::Collector::collect(&collector));
+    let collect_allocs = alloc::thread_counts().unwrap_or_default().since(before);
 
     let (plain_rate, monitored_rate) = (median(plain_rates), median(monitored_rates));
     Ok(RuntimeMetricsCost {
@@ -104,6 +110,8 @@ pub fn measure(
             polls as f64 / monitored_tasks as f64
         },
         collect_micros: collect_times[collect_times.len() / 2],
+        collect_allocations: collect_allocs.allocations,
+        collect_bytes: collect_allocs.bytes,
     })
 }
 
@@ -158,7 +166,8 @@ pub fn table(cost: &RuntimeMetricsCost) -> String {
          \x20 with poll-time histogram, task  {monitored:.0} tasks/s ({overhead:+.2}%)\n\
          \x20   monitors, a scrape every {scrape}s\n\
          \x20 worker-task polls per task      {polls:.2}\n\
-         \x20 runtime metrics collection      {collect:.0} µs per scrape (median of 201)\n",
+         \x20 runtime metrics collection      {collect:.0} µs per scrape (median of 201), \
+         {allocs} allocations, {bytes}\n",
         threads = cost.runtime_threads,
         plain = cost.plain_tasks_per_second,
         monitored = cost.monitored_tasks_per_second,
@@ -166,5 +175,7 @@ pub fn table(cost: &RuntimeMetricsCost) -> String {
         scrape = SCRAPE_INTERVAL.as_secs(),
         polls = cost.polls_per_task,
         collect = cost.collect_micros,
+        allocs = cost.collect_allocations,
+        bytes = crate::summary::bytes(cost.collect_bytes),
     )
 }
