@@ -19,10 +19,10 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::FilterFn;
 use tracing_subscriber::registry::LookupSpan;
 
-/// How long the console keeps a finished task. console-subscriber keeps them an hour by default,
-/// which at the bad worker's rate of short-lived helper tasks is hundreds of thousands of
-/// records: memory the memory lesson would then show. A minute still shows what just ended.
-const RETENTION: Duration = Duration::from_secs(60);
+/// How long the console keeps a finished task: console-subscriber's default is an hour, with
+/// two poll-time histograms per task, which a long run of the bad worker's short-lived helper
+/// tasks would pile up. Five seconds still shows what just ended.
+const RETENTION: Duration = Duration::from_secs(5);
 
 /// Binds `addr` and starts serving tokio-console on it from a thread of its own; returns the
 /// layer to add to the subscriber and the address bound (port 0 picks a free port).

@@ -38,6 +38,13 @@ pub struct RuntimeMetricsCost {
     pub overhead_percent: f64,
     /// Task polls per task, from the monitors: what the per-poll costs multiply by.
     pub polls_per_task: f64,
+    /// A poll of a task that only yields, on the plain runtime and as monitored: the cost the
+    /// histogram and a task monitor add to each poll, measured apart from the workload's noise.
+    pub plain_nanos_per_poll: f64,
+    pub monitored_nanos_per_poll: f64,
+    /// That added cost per poll times polls per task, over the time a task takes: the
+    /// overhead the throughput comparison cannot resolve under machine noise.
+    pub per_poll_overhead_percent: f64,
     /// One collection of the runtime metrics alone (the rest of `/metrics` excluded), median.
     pub collect_micros: f64,
     /// Heap allocations and bytes of one such collection (the observer's, not the workload's).
@@ -85,6 +92,13 @@ pub fn measure(
         .total_poll_count
         - polls_before.total_poll_count;
 
+    let (mut plain_polls, mut monitored_polls) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        plain_polls.push(nanos_per_poll(&plain, false));
+        monitored_polls.push(nanos_per_poll(&monitored, true));
+    }
+    let (plain_poll, monitored_poll) = (median(plain_polls), median(monitored_polls));
+
     let collector = runtime_metrics::TokioCollector::new(monitored.handle());
     let mut collect_times: Vec<f64> = (0..201)
         .map(|_| {
@@ -99,16 +113,22 @@ pub fn measure(
     let collect_allocs = alloc::thread_counts().unwrap_or_default().since(before);
 
     let (plain_rate, monitored_rate) = (median(plain_rates), median(monitored_rates));
+    let polls_per_task = if monitored_tasks == 0 {
+        0.0
+    } else {
+        polls as f64 / monitored_tasks as f64
+    };
+    let nanos_per_task = 1e9 / plain_rate * threads as f64;
     Ok(RuntimeMetricsCost {
         runtime_threads: threads,
         plain_tasks_per_second: plain_rate,
         monitored_tasks_per_second: monitored_rate,
         overhead_percent: 100.0 * (plain_rate - monitored_rate) / plain_rate,
-        polls_per_task: if monitored_tasks == 0 {
-            0.0
-        } else {
-            polls as f64 / monitored_tasks as f64
-        },
+        polls_per_task,
+        plain_nanos_per_poll: plain_poll,
+        monitored_nanos_per_poll: monitored_poll,
+        per_poll_overhead_percent: 100.0 * (monitored_poll - plain_poll) * polls_per_task
+            / nanos_per_task,
         collect_micros: collect_times[collect_times.len() / 2],
         collect_allocations: collect_allocs.allocations,
         collect_bytes: collect_allocs.bytes,
@@ -153,6 +173,24 @@ fn run_flat_out(rt: &Runtime, config: &RunConfig, time: Duration, scrape: bool) 
     (processed as f64 / elapsed.as_secs_f64(), processed)
 }
 
+/// Nanoseconds per poll of a task that yields 100,000 times, wrapped in the worker monitor or
+/// not.
+fn nanos_per_poll(rt: &Runtime, monitored: bool) -> f64 {
+    const POLLS: u32 = 100_000;
+    runtime_metrics::set_task_monitoring(monitored);
+    let start = Instant::now();
+    rt.block_on(async {
+        let yielder = runtime_metrics::instrument(runtime_metrics::TaskGroup::Worker, async {
+            for _ in 0..POLLS {
+                tokio::task::yield_now().await;
+            }
+        });
+        let _ = tokio::spawn(yielder).await;
+    });
+    runtime_metrics::set_task_monitoring(true);
+    start.elapsed().as_nanos() as f64 / f64::from(POLLS)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -166,6 +204,8 @@ pub fn table(cost: &RuntimeMetricsCost) -> String {
          \x20 with poll-time histogram, task  {monitored:.0} tasks/s ({overhead:+.2}%)\n\
          \x20   monitors, a scrape every {scrape}s\n\
          \x20 worker-task polls per task      {polls:.2}\n\
+         \x20 one poll (a task that yields)   {plain_poll:.0} ns plain, {monitored_poll:.0} ns monitored: \
+         {per_poll:+.3}% of a task\n\
          \x20 runtime metrics collection      {collect:.0} µs per scrape (median of 201), \
          {allocs} allocations, {bytes}\n",
         threads = cost.runtime_threads,
@@ -174,6 +214,9 @@ pub fn table(cost: &RuntimeMetricsCost) -> String {
         overhead = cost.overhead_percent,
         scrape = SCRAPE_INTERVAL.as_secs(),
         polls = cost.polls_per_task,
+        plain_poll = cost.plain_nanos_per_poll,
+        monitored_poll = cost.monitored_nanos_per_poll,
+        per_poll = cost.per_poll_overhead_percent,
         collect = cost.collect_micros,
         allocs = cost.collect_allocations,
         bytes = crate::summary::bytes(cost.collect_bytes),
