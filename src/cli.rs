@@ -17,8 +17,8 @@ use clap::{Command, CommandFactory, FromArgMatches, Parser};
 use crate::burst::Burst;
 use crate::kind::WorkerKind;
 use crate::pool::RunConfig;
-use crate::profile_file::ProfilePath;
 use crate::problems::Problems;
+use crate::profile_file::ProfilePath;
 
 /// Flags of `worker-bad` and `worker-optimized`.
 #[derive(Debug, Clone, Parser)]
@@ -98,6 +98,17 @@ pub struct WorkerArgs {
     #[arg(long, env = "LAB_BURST", value_name = "SPEC", default_value = "off",
           value_parser = Burst::parse)]
     pub burst: ::std::option::Option<Burst>,
+
+    /// Serve tokio-console (console-subscriber) so `tokio-console http://ADDR` can attach; it
+    /// costs CPU and memory per task (see README), so it is off by default
+    #[arg(long, env = "LAB_CONSOLE", action = clap::ArgAction::SetTrue, value_parser = parse_switch)]
+    pub console: bool,
+
+    /// Address tokio-console attaches to, with --console; port 0 picks a free one (logged)
+    /// [default: 127.0.0.1:6669 (bad), 127.0.0.1:6670 (optimized)]
+    #[arg(long, env = "LAB_CONSOLE_ADDR", value_name = "ADDR", requires = "console",
+          value_parser = parse_console_addr)]
+    pub console_addr: Option<SocketAddr>,
 }
 
 impl WorkerArgs {
@@ -167,6 +178,27 @@ impl WorkerArgs {
     /// The listen address, with this worker's default port when none was given.
     pub fn listen_addr(&self, kind: WorkerKind) -> SocketAddr {
         self.listen.unwrap_or_else(|| kind.default_listen())
+    }
+
+    /// Where to serve tokio-console: `None` without --console. Errors when it is the HTTP
+    /// address, which the worker binds too.
+    pub fn console_addr(&self, kind: WorkerKind) -> Result<Option<SocketAddr>, String> {
+        if !self.console {
+            return Ok(None);
+        }
+        let console = self
+            .console_addr
+            .unwrap_or_else(|| default_console_addr(kind));
+        let listen = self.listen_addr(kind);
+        let overlaps = console.ip() == listen.ip()
+            || console.ip().is_unspecified()
+            || listen.ip().is_unspecified();
+        if console.port() != 0 && console.port() == listen.port() && overlaps {
+            return Err(format!(
+                "--console-addr {console} is the HTTP address (--listen {listen}); choose another port for tokio-console"
+            ));
+        }
+        Ok(Some(console))
     }
 
     pub fn run_config(&self) -> RunConfig {
@@ -410,6 +442,34 @@ pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// tokio-console's port for each worker: its own default (6669) for the bad worker, the next one
+/// for the optimized worker, so both can run with --console side by side.
+pub fn default_console_addr(kind: WorkerKind) -> SocketAddr {
+    let port = match kind {
+        WorkerKind::Bad => 6669,
+        WorkerKind::Optimized => 6670,
+    };
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// An on/off switch set from the environment (`LAB_CONSOLE=1`); the flag alone means on.
+fn parse_switch(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(
+            "expected 1, true, yes or on to turn it on, 0, false, no or off to turn it off \
+             (LAB_CONSOLE sets --console)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// `--console-addr`: an IP address and a port, read as strictly as `--listen`.
+fn parse_console_addr(value: &str) -> Result<SocketAddr, String> {
+    parse_listen(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,6 +584,45 @@ mod tests {
         let err = parse(&["--rate", "100000", "--burst", "20x"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("2000000 tasks/s"), "{err}");
+    }
+
+    #[test]
+    fn console_is_off_by_default_with_a_port_per_worker() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.console_addr(WorkerKind::Bad), Ok(None));
+        let args = parse(&["--console"]).unwrap();
+        let bad = args.console_addr(WorkerKind::Bad).unwrap().unwrap();
+        let optimized = args.console_addr(WorkerKind::Optimized).unwrap().unwrap();
+        assert_eq!((bad.port(), optimized.port()), (6669, 6670));
+        let args = parse(&["--console", "--console-addr", "127.0.0.1:7000"]).unwrap();
+        assert_eq!(
+            args.console_addr(WorkerKind::Bad).unwrap().unwrap().port(),
+            7000
+        );
+    }
+
+    #[test]
+    fn bad_console_flags_are_refused() {
+        let err = parse(&["--console", "--console-addr", "localhost:6669"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(
+            text.contains("--console-addr") && text.contains("localhost:6669"),
+            "{text}"
+        );
+        assert!(text.contains("127.0.0.1:6669"), "{text}");
+        let err = parse(&["--console-addr", "127.0.0.1:7000"]).unwrap_err();
+        assert!(err.to_string().contains("--console"), "{err}");
+        let args = parse(&[
+            "--console",
+            "--console-addr",
+            "127.0.0.1:9090",
+            "--listen",
+            "127.0.0.1:9090",
+        ])
+        .unwrap();
+        let err = args.console_addr(WorkerKind::Bad).unwrap_err();
+        assert!(err.contains("--console-addr 127.0.0.1:9090"), "{err}");
     }
 
     #[test]

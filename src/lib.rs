@@ -20,10 +20,12 @@
 //! | [`alloc`] | the counting global allocator over jemalloc |
 //! | [`memory`] | jemalloc's statistics: allocated, resident, purges |
 //! | [`metrics`] | the `/metrics` registry |
+//! | [`runtime_metrics`] | tokio's runtime metrics and tokio-metrics' task monitors on `/metrics` |
 //! | [`pprof`] | CPU, heap, allocation and task profiles |
 //! | [`server`], [`http`] | the HTTP endpoints and their parameter checks |
 //! | [`cli`], [`worker`], [`shutdown`], [`summary`] | flags, the process's life, stopping, the exit report |
 //! | [`profile_file`] | `--cpuprofile` and `--memprofile` files, written whole or not at all |
+//! | [`logging`], [`console`] | the log, and tokio-console with `--console` |
 //! | [`client`] | the HTTP client the lab's tools and tests use |
 //! | [`lab`] | the `lab` tool: the stack without Nix, headless comparison, profiles, benchmarks |
 
@@ -32,6 +34,7 @@ pub mod bad;
 pub mod burst;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod http;
 pub mod kind;
 pub mod lab;
@@ -45,6 +48,7 @@ pub mod pprof;
 pub mod problems;
 pub mod profile_file;
 pub mod runtime;
+pub mod runtime_metrics;
 pub mod server;
 pub mod shutdown;
 pub mod summary;

@@ -105,6 +105,11 @@ impl Metrics {
             metrics.task_errors.with_label_values(&[op.name()]);
             metrics.task_duration.with_label_values(&[op.name()]);
         }
+        let tokio = Box::new(crate::runtime_metrics::TokioCollector::new(&runtime));
+        metrics
+            .registry
+            .register(tokio)
+            .expect("unique metric names");
         let collectors: [Box<dyn Collector>; 7] = [
             Box::new(metrics.tasks_processed.clone()),
             Box::new(metrics.task_errors.clone()),

@@ -2,7 +2,7 @@
 
 use tokio::runtime::{Builder, Runtime};
 
-use crate::alloc;
+use crate::{alloc, runtime_metrics};
 
 /// Worker threads when `--runtime-threads` is not given.
 pub const DEFAULT_THREADS: usize = 2;
@@ -27,6 +27,10 @@ pub fn build(threads: usize) -> std::io::Result<Runtime> {
     Builder::new_multi_thread()
         .worker_threads(threads.clamp(1, MAX_THREADS))
         .enable_all()
+        // Poll times for `worker_runtime_poll_time_seconds` and the long-poll counter: two
+        // clock reads per poll (see `lab bench` for what it costs).
+        .enable_metrics_poll_time_histogram()
+        .metrics_poll_time_histogram_configuration(runtime_metrics::poll_time_histogram())
         .on_thread_stop(alloc::release_thread_slot)
         .build()
 }

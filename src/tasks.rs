@@ -35,6 +35,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use tokio::task::JoinHandle;
 
+use crate::runtime_metrics::{self, Monitored};
+
 /// Maps the registry is split into, so that spawns and exits on different threads rarely meet
 /// on one lock, and a profile never holds one lock for long.
 pub const SHARDS: usize = 32;
@@ -69,7 +71,7 @@ impl TaskKind {
         }
     }
 
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -208,7 +210,9 @@ pub fn track<F: Future>(kind: TaskKind, future: F) -> Tracked<F> {
     registry.shard(id).insert(id, Arc::clone(&entry));
     registry.live[kind.index()].fetch_add(1, Ordering::Relaxed);
     Tracked {
-        future,
+        // Every registered task is also measured by its kind's tokio-metrics task monitor
+        // (scheduling delay, slow polls: `worker_task_*{kind}`).
+        future: runtime_metrics::instrument(kind, future),
         registration: Registration(entry),
     }
 }
@@ -218,7 +222,7 @@ pin_project_lite::pin_project! {
     pub struct Tracked<F> {
         // Declared first, so dropped first: the task counts as live until its future is gone.
         #[pin]
-        future: F,
+        future: Monitored<F>,
         registration: Registration,
     }
 }

@@ -27,8 +27,8 @@ use crate::optimized::Optimized;
 use crate::pool::{self, Context, RunTotals, Strategy};
 use crate::pprof::cpu::{self, CpuSession};
 use crate::pprof::heap::{self, HeapView};
-use crate::profile_file::ProfilePath;
 use crate::problems::Problems;
+use crate::profile_file::ProfilePath;
 use crate::server::{self, AppState};
 use crate::shutdown::Shutdown;
 use crate::summary::Summary;
@@ -41,7 +41,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The `main` of both worker binaries.
 pub fn main(kind: WorkerKind) -> ExitCode {
     let args = WorkerArgs::parse_for(kind);
-    logging::init();
+    let console = match args.console_addr(kind) {
+        Ok(console) => console,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(err) = logging::init_with_console(console) {
+        eprintln!("error: {err}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match runtime::build(args.runtime_threads as usize) {
         Ok(runtime) => runtime,
         Err(err) => {

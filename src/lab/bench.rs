@@ -8,6 +8,8 @@
 //!   both workers at default settings and against the workers' HTTP server with 100k leaked
 //!   tasks: no hang, no error besides the deliberate 409 of a request that waited too long for
 //!   its turn, `/metrics` answering throughout, and the worker still stopping on SIGTERM.
+//! - what the runtime metrics (poll-time histogram, task monitors) cost the optimized worker
+//!   running flat out ([`runtime_metrics`]).
 //!
 //! Timings alternate between the variants being compared and report medians, so a burst of
 //! noise from the rest of the machine lands on both sides instead of skewing one.
@@ -33,6 +35,8 @@ use crate::server::{self, AppState};
 use crate::summary::bytes;
 use crate::task::{Generator, TaskSpec};
 use crate::{bad, runtime};
+
+pub mod runtime_metrics;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -70,6 +74,7 @@ pub struct BenchReport {
     pub instrumentation: Instrumentation,
     pub leaked: LeakedTasks,
     pub storms: Vec<Storm>,
+    pub runtime_metrics: runtime_metrics::RuntimeMetricsCost,
 }
 
 /// A storm of task-profile requests against one server, and what `/metrics` did meanwhile.
@@ -166,6 +171,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         }
     }
     storms.extend(leaked_storm);
+    eprintln!("measuring the runtime metrics' cost on the optimized worker flat out...");
+    let runtime_metrics = runtime_metrics::measure(data_size, round, ROUNDS)?;
 
     let report = BenchReport {
         data_size,
@@ -174,12 +181,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         instrumentation,
         leaked,
         storms,
+        runtime_metrics,
     };
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{json}");
     } else {
         print!("{}", table(&report));
+        print!("{}", runtime_metrics::table(&report.runtime_metrics));
     }
     Ok(ExitCode::SUCCESS)
 }
