@@ -100,13 +100,19 @@ pub fn worker_binary(kind: &str) -> &'static str {
 }
 
 impl Worker {
-    /// Starts `worker-<kind>` with `args` on a port the OS picks and waits until it is healthy.
+    /// Starts `worker-<kind>` with `args` on a port the OS picks and waits until it is healthy;
+    /// without a `--duration` in `args` it runs for an hour (or until dropped).
     pub fn start(kind: &'static str, args: &[&str]) -> Worker {
         let worker_kind = match kind {
             "bad" => WorkerKind::Bad,
             _ => WorkerKind::Optimized,
         };
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        // The worker's default --duration (60 s) is less than a loaded CI machine may need for
+        // one test; a test's worker lives until the test drops it.
+        if !args.iter().any(|a| a.starts_with("--duration")) {
+            args.extend(["--duration".into(), "1h".into()]);
+        }
         let listen = "127.0.0.1:0".parse().unwrap();
         let process = WorkerProcess::spawn(
             Path::new(worker_binary(kind)),
