@@ -259,6 +259,15 @@ fn a_threshold_that_holds_fails_the_run_and_the_table_says_which() {
         "{}",
         run.stdout
     );
+    // The table's live-task counts and the exit summaries' are reconciled in words.
+    assert!(
+        run.stdout.contains("Live tasks, two counts")
+            && run
+                .stdout
+                .contains("Allocated memory: worker-optimized reserves"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains("FAILED  bad.live_tasks_slope > 0"),
         "{}",

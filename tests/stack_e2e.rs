@@ -696,12 +696,30 @@ fn lab_demo_runs_with_prometheus_says_grafana_is_missing_and_stops_cleanly() {
             "go tool pprof http://127.0.0.1:{}/debug/pprof/heap",
             ports.bad
         ),
-        &format!("http://127.0.0.1:{}/targets", ports.prometheus),
         // ./data of the current directory is the default: no --data-dir in the hints.
         "Stop: Ctrl-C here, or `lab stop` from another terminal",
         "`lab logs [SERVICE] [--follow]`",
+        // No Grafana: no suggestion to open its dashboard.
+        "No dashboard without Grafana",
     ] {
         assert!(output.contains(fragment), "{fragment:?} not in:\n{output}");
+    }
+    assert!(!output.contains("Open the dashboard"), "{output}");
+    // Every Prometheus page it prints is one this Prometheus serves (Debian's 2.42 keeps
+    // targets and alerts under /classic/).
+    let line = output
+        .lines()
+        .find(|l| l.trim_start().starts_with("Prometheus ") && l.contains("targets"))
+        .unwrap_or_else(|| panic!("no Prometheus line in:\n{output}"));
+    for page in ["graph", "targets", "alerts"] {
+        let url = line
+            .split([' ', ','])
+            .find(|w| w.starts_with("http://") && w.ends_with(&format!("/{page}")))
+            .unwrap_or_else(|| panic!("no {page} page in {line:?}"));
+        let status = profiling_lab::client::get(url, Duration::from_secs(10))
+            .map(|r| r.status)
+            .unwrap_or(0);
+        assert_eq!(status, 200, "{url} printed by lab demo answers {status}");
     }
 
     // Its Prometheus scrapes both workers.
@@ -832,7 +850,14 @@ fn lab_demo_runs_with_prometheus_says_grafana_is_missing_and_stops_cleanly() {
 
     // No Grafana to open; no cleaning while it runs.
     let grafana = lab(&["grafana", "--data-dir", data_arg], root.path(), None);
-    expect(&grafana, 1, &["has no Grafana", "/graph"], "lab grafana");
+    let said = expect(
+        &grafana,
+        1,
+        &["has no Grafana", "/graph", "grafana.com/grafana/download"],
+        "lab grafana",
+    );
+    // The demo's message went to its terminal, not its logs: do not send users there.
+    assert!(!said.contains("lab logs"), "{said}");
     let clean = lab(&["clean", "--data-dir", data_arg], root.path(), None);
     expect(
         &clean,

@@ -98,8 +98,13 @@ enum Viewer {
 const DEFAULT_SECONDS: u64 = 10;
 
 /// How long a worker started with `--start` works before it is profiled: about a thousand
-/// tasks at the default rate, enough for the leak and the allocations to show.
+/// tasks at the default rate, enough for the allocations and the CPU time to show.
 const DEFAULT_WARMUP: Duration = Duration::from_secs(5);
+
+/// The warm-up for a task profile: at the default rate the leak (an audit helper per failed
+/// task, a reporter per round) outnumbers the pool's 10 idle workers and its producer only
+/// after 10-15 s; at 30 s it is several times their number, and tops the profile.
+const TASKS_WARMUP: Duration = Duration::from_secs(30);
 
 /// How long a worker started with `--start` may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,7 +141,7 @@ pub struct ProfileArgs {
     #[arg(long)]
     start: bool,
 
-    /// With --start: how long the worker runs before it is profiled [default: 5s]
+    /// With --start: how long the worker runs before it is profiled [default: 30s for tasks, 5s for the others]
     #[arg(long, value_parser = humantime::parse_duration)]
     warmup: Option<Duration>,
 
@@ -313,6 +318,14 @@ fn resolve_viewer(viewer: Viewer) -> Result<Resolved, String> {
     }
 }
 
+fn default_warmup(kind: Kind) -> Duration {
+    if kind == Kind::Tasks {
+        TASKS_WARMUP
+    } else {
+        DEFAULT_WARMUP
+    }
+}
+
 /// A worker `--start` started, or the exit status to end with when it rejected its flags.
 enum Started {
     Running(WorkerProcess),
@@ -327,13 +340,13 @@ fn start_worker(kind: WorkerKind, args: &ProfileArgs, seconds: u64) -> Result<St
         .iter()
         .any(|f| f == "--duration" || f.starts_with("--duration="))
     {
-        let lifetime = args.warmup.unwrap_or(DEFAULT_WARMUP)
+        let lifetime = args.warmup.unwrap_or(default_warmup(args.kind))
             + Duration::from_secs(seconds)
             + Duration::from_secs(600);
         flags.push("--duration".into());
         flags.push(humantime::format_duration(lifetime).to_string());
     }
-    let warmup = args.warmup.unwrap_or(DEFAULT_WARMUP);
+    let warmup = args.warmup.unwrap_or(default_warmup(args.kind));
     let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let mut worker = match WorkerProcess::start(&binary, kind, any_port, &flags) {
         Ok(worker) => worker,
@@ -578,6 +591,32 @@ fn print_top(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_profile_warms_up_until_the_leak_outnumbers_the_pool() {
+        // 10 idle pool workers and a producer: at the default rate the leak needs 10-15 s.
+        assert_eq!(default_warmup(Kind::Tasks), Duration::from_secs(30));
+        assert_eq!(default_warmup(Kind::Heap), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn urls_name_the_allowed_ports() {
+        assert_eq!(
+            parse_url("http://127.0.0.1:9090/").as_deref(),
+            Ok("http://127.0.0.1:9090")
+        );
+        for (bad, needle) in [
+            ("http://127.0.0.1:99999", "1..=65535"),
+            ("http://127.0.0.1:0", "1..=65535"),
+            ("http://127.0.0.1", "with a port"),
+            ("http://:9090", "with a host"),
+        ] {
+            let err = parse_url(bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        assert_eq!(worker_type("x{worker_type=\"bad\"} 1"), Some("bad"));
+        assert_eq!(worker_type("prometheus_build_info 1"), None);
+    }
 
     #[test]
     fn timestamps_sort_and_have_no_separators() {

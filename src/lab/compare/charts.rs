@@ -13,6 +13,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::series::Chart;
+use super::typeset::Typeset;
 use crate::kind::WorkerKind;
 
 pub const WIDTH: u32 = 900;
@@ -52,7 +53,10 @@ pub fn png(chart: &Chart) -> Result<Vec<u8>, String> {
     register_font()?;
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
+        // Text typeset from the embedded font, not by plotters' own glyph placement (see
+        // `typeset`): its titles came out as "worker_active_gor outines".
+        let bitmap = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT));
+        let root = Typeset::new(bitmap, notosans::REGULAR_TTF)?.into_drawing_area();
         draw(&root, chart)?;
     }
     let mut out = Vec::new();

@@ -290,7 +290,8 @@ fn who_answers(port: u16) -> Option<Occupant> {
     let get = |path: &str| {
         client::get(
             &format!("http://{HOST}:{port}{path}"),
-            Duration::from_millis(500),
+            // Only asked when the port is taken; a busy machine must not hide who holds it.
+            Duration::from_secs(5),
         )
     };
     let healthz = get("/healthz").ok()?;
@@ -375,12 +376,15 @@ fn start(stack: &mut Stack, plan: &Plan, configs: &Configs, started: Instant) ->
     } else {
         ""
     };
+    // Composed first (it asks Prometheus which pages it serves), printed with the ready line,
+    // so whoever waits for "ready" has the addresses too.
+    let access = access(&stack.state, plan);
     say(&format!(
         "ready in {:.1} s: {}{targets}",
         started.elapsed().as_secs_f64(),
         running.join(", ")
     ));
-    print_access(&stack.state, plan);
+    print(&access);
     Ok(())
 }
 
@@ -447,7 +451,7 @@ pub fn prometheus_pages(base: &str) -> String {
 }
 
 /// The guide's "Access the services", with this demo's ports.
-fn print_access(state: &DemoState, plan: &Plan) {
+fn access(state: &DemoState, plan: &Plan) -> String {
     let ports = state.ports;
     let worker = |port: u16| format!("http://{HOST}:{port}");
     let mut text = String::from("\nAccess the services:\n");
@@ -500,7 +504,7 @@ fn print_access(state: &DemoState, plan: &Plan) {
          Stop: Ctrl-C here, or `lab stop{again}` from another terminal\n",
         plan.data.logs_dir().display()
     );
-    print(&format!("{text}\n"));
+    text + "\n"
 }
 
 /// After ready: waits for a signal, a service that exits, or the workers' --duration to end,
