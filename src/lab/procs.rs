@@ -156,7 +156,8 @@ impl WorkerProcess {
             child: Some(child),
             log,
         };
-        match wait_healthy(&worker.url("/healthz"), Duration::from_secs(10)) {
+        // It already serves (it logged its address): this waits out a loaded machine, no more.
+        match wait_healthy(&worker.url("/healthz"), Duration::from_secs(60)) {
             Ok(_) => Ok(worker),
             Err(why) => {
                 let mut worker = worker;

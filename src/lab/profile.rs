@@ -460,8 +460,9 @@ fn fetch(
     } else {
         eprintln!("fetching {url}");
     }
-    // Symbolizing a large profile takes a few seconds on top of the sampling time.
-    let timeout = Duration::from_secs(seconds + 60);
+    // Symbolizing a large profile takes a few seconds on top of the sampling time, a debug
+    // build on a loaded machine a minute or more; only a stuck worker waits this long.
+    let timeout = Duration::from_secs(seconds + 300);
     let body = get(kind, profile, base, &url, timeout)?;
     let text = if profile == Kind::Tasks {
         Some(get(

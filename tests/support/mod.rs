@@ -54,6 +54,13 @@ pub fn go_pprof(go: &PathBuf, args: &[&str]) -> String {
     let home = std::env::temp_dir().join("profiling-lab-pprof-home");
     let out = Command::new(go)
         .args(["tool", "pprof"])
+        // pprof gives up on a URL after the profile's seconds plus a minute; a loaded CI
+        // machine symbolizing a debug build can need more. Only a hang waits this long.
+        .args(
+            args.iter()
+                .any(|a| a.starts_with("http"))
+                .then_some("-timeout=600"),
+        )
         .args(args)
         // pprof saves every fetched profile under $HOME/pprof; keep tests from filling $HOME.
         .env("PPROF_TMPDIR", &home)
