@@ -290,8 +290,10 @@ fn who_answers(port: u16) -> Option<Occupant> {
     let get = |path: &str| {
         client::get(
             &format!("http://{HOST}:{port}{path}"),
-            // Only asked when the port is taken; a busy machine must not hide who holds it.
-            Duration::from_secs(5),
+            // Only asked when the port is taken; a busy machine must not hide who holds it
+            // (5 s was not enough on a loaded 2-core machine). A program that never answers
+            // delays the error by this much, once: /healthz failing ends the probing.
+            Duration::from_secs(15),
         )
     };
     let healthz = get("/healthz").ok()?;
