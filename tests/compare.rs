@@ -8,14 +8,18 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// A fast stream of small tasks: the leak and the allocations show within seconds.
+/// A stream of small tasks in short rounds: the leak (a progress reporter per round, an audit
+/// helper per failed task) and the allocations show within seconds. The rate is a tenth of what
+/// a debug-built bad worker sustains alone, so both keep up on a loaded 2-core CI machine; the
+/// assertions below are about counts and signs, never about how fast this machine is.
+const RATE: u64 = 200;
 const FAST: &[&str] = &[
     "--rate",
-    "2000",
+    "200",
     "--data-size",
     "500",
     "--tasks",
-    "200",
+    "20",
     "--interval",
     "500ms",
 ];
@@ -120,7 +124,7 @@ fn json_report_teaches_the_lesson_and_out_holds_samples_charts_and_html() {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout));
 
     // Shape: settings, every metric for each worker and the ratio, units, summaries.
-    assert_eq!(report["settings"]["rate"], 2000);
+    assert_eq!(report["settings"]["rate"], RATE);
     assert_eq!(report["settings"]["data_size"], 500);
     assert_eq!(report["settings"]["interval_seconds"], 0.5);
     assert_eq!(report["settings"]["warmup_seconds"], 2.0);
@@ -147,27 +151,46 @@ fn json_report_teaches_the_lesson_and_out_holds_samples_charts_and_html() {
     );
 
     // The lesson: the bad worker leaks tasks and allocates per task, the optimized one does
-    // neither, and both did the same work.
+    // neither, and both did the same work. Signs, counts and per-task figures only: none of
+    // them depends on how busy the machine is.
     let bad_slope = number(&report, "bad", "live_tasks_slope");
     let optimized_slope = number(&report, "optimized", "live_tasks_slope");
-    assert!(bad_slope > 300.0, "bad worker's slope {bad_slope}/min");
+    assert!(bad_slope > 0.0, "bad worker's slope {bad_slope}/min");
     assert!(
-        optimized_slope.abs() < 30.0,
-        "optimized worker's slope {optimized_slope}/min"
+        optimized_slope.abs() < bad_slope / 4.0,
+        "optimized worker's slope {optimized_slope}/min against bad's {bad_slope}/min"
     );
-    assert!(number(&report, "bad", "live_tasks_end") > number(&report, "bad", "live_tasks_start"));
+    let live = |who| {
+        (
+            number(&report, who, "live_tasks_start"),
+            number(&report, who, "live_tasks_end"),
+        )
+    };
+    let (bad_start, bad_end) = live("bad");
+    assert!(
+        bad_end > bad_start,
+        "bad live tasks {bad_start} -> {bad_end}"
+    );
+    let (optimized_start, optimized_end) = live("optimized");
+    assert!(
+        (optimized_end - optimized_start).abs() <= 2.0,
+        "optimized live tasks {optimized_start} -> {optimized_end}"
+    );
     assert!(number(&report, "bad", "allocations_per_task") > 50.0);
     assert_eq!(number(&report, "optimized", "allocations_per_task"), 0.0);
     assert_eq!(number(&report, "optimized", "bytes_per_task"), 0.0);
     assert!(number(&report, "bad", "bytes_per_task") > 1000.0);
     // An infinite ratio (optimized at 0) is null in JSON.
     assert!(report["ratio"]["allocations_per_task"].is_null());
+    // Same work: both processed tasks, at rates within a factor of three of each other. At a
+    // tenth of what either sustains, only a machine starving one worker far more than the
+    // other breaks this; a load that slows both alike does not.
     let (tb, to) = (
         number(&report, "bad", "throughput"),
         number(&report, "optimized", "throughput"),
     );
     assert!(
-        (tb - to).abs() < 0.2 * tb.max(to) && tb > 1000.0,
+        tb > 0.0 && to > 0.0 && tb.max(to) < 3.0 * tb.min(to),
         "throughput bad {tb}, optimized {to}"
     );
     assert!(number(&report, "bad", "latency_p99") >= number(&report, "bad", "latency_p50"));
@@ -242,6 +265,15 @@ fn a_threshold_that_holds_fails_the_run_and_the_table_says_which() {
     );
     assert!(
         run.stdout.contains("Task leak: worker-bad"),
+        "{}",
+        run.stdout
+    );
+    // The table's live-task counts and the exit summaries' are reconciled in words.
+    assert!(
+        run.stdout.contains("Live tasks, two counts")
+            && run
+                .stdout
+                .contains("Allocated memory: worker-optimized reserves"),
         "{}",
         run.stdout
     );

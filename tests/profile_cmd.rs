@@ -41,7 +41,8 @@ fn temp_dir(name: &str) -> PathBuf {
 
 fn warmed_up(kind: &'static str) -> Worker {
     let worker = Worker::start(kind, LOADED);
-    wait_for("a thousand tasks", Duration::from_secs(30), || {
+    // Only a failure waits this long: a loaded CI machine is slow, not broken.
+    wait_for("a thousand tasks", Duration::from_secs(120), || {
         (worker.metric("worker_tasks_processed_total") >= 1000.0).then_some(())
     });
     worker
@@ -188,7 +189,7 @@ fn without_go_the_labs_own_summary_names_the_bad_code() {
             "8",
             "--",
             "--rate",
-            "2000",
+            "500",
             "--data-size",
             "2000",
         ],
@@ -333,6 +334,19 @@ fn bad_arguments_exit_2_and_name_the_value() {
             &["profile", "heap", "bad", "--warmup", "1s"],
             &["--warmup needs --start"],
         ),
+        (
+            &["profile", "heap", "bad", "--url", "http://127.0.0.1:99999"],
+            &["--url", "99999", "1..=65535"],
+        ),
+        (
+            &["profile", "heap", "bad", "--url", "http://127.0.0.1"],
+            &["--url", "with a port"],
+        ),
+        // A flag the started worker rejects: its own message and exit status.
+        (
+            &["profile", "heap", "bad", "--start", "--", "--rate", "0"],
+            &["--rate", "1..=1000000"],
+        ),
     ] {
         let run = lab(args, None);
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
@@ -344,4 +358,83 @@ fn bad_arguments_exit_2_and_name_the_value() {
             );
         }
     }
+}
+
+#[test]
+fn profile_checks_the_worker_it_asks_and_says_when_a_started_one_exits() {
+    let dir = temp_dir("checks");
+    let dir_arg = dir.to_str().unwrap();
+    // --url at the other worker: refused, nothing saved under the wrong name.
+    let optimized = Worker::start("optimized", &[]);
+    let run = lab(
+        &[
+            "profile",
+            "heap",
+            "bad",
+            "--url",
+            &optimized.url(""),
+            "--dir",
+            dir_arg,
+        ],
+        None,
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "is worker-optimized, not worker-bad (its /metrics say worker_type=\"optimized\")"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!dir.exists(), "saved something for the wrong worker");
+    drop(optimized);
+
+    // A started worker whose own --duration ends during the warm-up: that is what is said.
+    let run = lab(
+        &[
+            "profile",
+            "heap",
+            "bad",
+            "--start",
+            "--warmup",
+            "30s",
+            "--dir",
+            dir_arg,
+            "--",
+            "--duration",
+            "1s",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    for needle in [
+        "worker-bad exited during the warm-up",
+        "its --duration ended it",
+        "=== worker-bad summary",
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "no {needle:?} in:\n{}",
+            run.stderr
+        );
+    }
+    assert!(!run.stderr.contains("not reachable"), "{}", run.stderr);
+
+    // --viewer lab says it was asked for, not that Go is missing.
+    let run = lab(
+        &[
+            "profile", "heap", "bad", "--start", "--warmup", "1s", "--viewer", "lab", "--dir",
+            dir_arg,
+        ],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("by the lab's own summary (--viewer lab)"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("no go or pprof"), "{}", run.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -67,10 +67,31 @@ impl WorkerProcess {
     /// the command already has it, pipes stdout (the exit summary) and stderr (the log), and
     /// waits until `/healthz` answers.
     pub fn spawn_command(
-        mut command: Command,
+        command: Command,
         kind: WorkerKind,
         log_file: Option<&Path>,
     ) -> Result<WorkerProcess, String> {
+        WorkerProcess::start_command(command, kind, log_file).map_err(|e| e.message)
+    }
+
+    /// Like [`WorkerProcess::spawn`], but a worker that exits before it serves says how it
+    /// exited: a rejected flag is its exit status 2, which `lab profile --start` passes on.
+    pub fn start(
+        binary: &Path,
+        kind: WorkerKind,
+        listen: SocketAddr,
+        args: &[String],
+    ) -> Result<WorkerProcess, StartFailure> {
+        let mut command = Command::new(binary);
+        command.arg("--listen").arg(listen.to_string()).args(args);
+        WorkerProcess::start_command(command, kind, None)
+    }
+
+    fn start_command(
+        mut command: Command,
+        kind: WorkerKind,
+        log_file: Option<&Path>,
+    ) -> Result<WorkerProcess, StartFailure> {
         if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
             command.env(
                 "RUST_LOG",
@@ -83,12 +104,11 @@ impl WorkerProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+            .map_err(|e| StartFailure::from(format!("cannot start {}: {e}", program.display())))?;
         let mut file = match log_file {
-            Some(path) => Some(
-                std::fs::File::create(path)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
-            ),
+            Some(path) => Some(std::fs::File::create(path).map_err(|e| {
+                StartFailure::from(format!("cannot write {}: {e}", path.display()))
+            })?),
             None => None,
         };
         let log = Arc::new(Mutex::new(String::new()));
@@ -112,11 +132,23 @@ impl WorkerProcess {
             let _ = child.kill();
             let _ = child.wait();
             let log = log.lock().unwrap_or_else(|e| e.into_inner());
-            format!("worker-{kind} {why}:\n{log}")
+            StartFailure::from(format!("worker-{kind} {why}:\n{log}"))
         };
         let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(addr) => addr,
-            Err(_) => return Err(fail(&mut child, "did not start".into(), &log)),
+            // Its stderr closed without an address: it exited (a rejected flag, a taken port).
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().ok();
+                let log = log.lock().unwrap_or_else(|e| e.into_inner());
+                let how = status.map_or_else(|| "exited".to_owned(), |s| format!("exited ({s})"));
+                return Err(StartFailure {
+                    message: format!("worker-{kind} {how} before serving:\n{log}"),
+                    exit_code: status.and_then(|s| s.code()),
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(fail(&mut child, "did not start".into(), &log));
+            }
         };
         let worker = WorkerProcess {
             kind,
@@ -124,7 +156,8 @@ impl WorkerProcess {
             child: Some(child),
             log,
         };
-        match wait_healthy(&worker.url("/healthz"), Duration::from_secs(10)) {
+        // It already serves (it logged its address): this waits out a loaded machine, no more.
+        match wait_healthy(&worker.url("/healthz"), Duration::from_secs(60)) {
             Ok(_) => Ok(worker),
             Err(why) => {
                 let mut worker = worker;
@@ -197,6 +230,22 @@ impl WorkerProcess {
     }
 }
 
+/// Why a worker did not start: the message (with its log), and its exit status if it exited.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub message: String,
+    pub exit_code: Option<i32>,
+}
+
+impl From<String> for StartFailure {
+    fn from(message: String) -> StartFailure {
+        StartFailure {
+            message,
+            exit_code: None,
+        }
+    }
+}
+
 /// How a child process ended when it was asked to stop.
 #[derive(Debug)]
 pub struct Stopped {
@@ -214,6 +263,35 @@ impl Drop for WorkerProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// Takes an exclusive fcntl lock on the whole of `file` without waiting; false if another
+/// process holds it. fcntl, not flock: its holder's pid can be asked for ([`lock_holder`]).
+pub fn try_lock(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut lock = whole_file_lock(libc::F_WRLCK);
+    // SAFETY: fcntl(2) on an open descriptor with a valid, initialized flock struct.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &mut lock) == 0 }
+}
+
+/// The pid of another process holding a lock on `file`, if any.
+pub fn lock_holder(file: &File) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut lock = whole_file_lock(libc::F_WRLCK);
+    // SAFETY: as in `try_lock`; F_GETLK only writes into `lock`.
+    let ok = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut lock) == 0 };
+    (ok && lock.l_type != libc::F_UNLCK as libc::c_short && lock.l_pid > 0)
+        .then_some(lock.l_pid as u32)
+}
+
+fn whole_file_lock(kind: libc::c_int) -> libc::flock {
+    // SAFETY: flock is plain data; all-zero is a valid value, the fields set below matter.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = 0;
+    lock.l_len = 0;
+    lock
 }
 
 /// Asks a child to stop the way Ctrl-C or `kill` would, so it can clean up.

@@ -98,8 +98,13 @@ enum Viewer {
 const DEFAULT_SECONDS: u64 = 10;
 
 /// How long a worker started with `--start` works before it is profiled: about a thousand
-/// tasks at the default rate, enough for the leak and the allocations to show.
+/// tasks at the default rate, enough for the allocations and the CPU time to show.
 const DEFAULT_WARMUP: Duration = Duration::from_secs(5);
+
+/// The warm-up for a task profile: at the default rate the leak (an audit helper per failed
+/// task, a reporter per round) outnumbers the pool's 10 idle workers and its producer only
+/// after 10-15 s; at 30 s it is several times their number, and tops the profile.
+const TASKS_WARMUP: Duration = Duration::from_secs(30);
 
 /// How long a worker started with `--start` may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,7 +141,7 @@ pub struct ProfileArgs {
     #[arg(long)]
     start: bool,
 
-    /// With --start: how long the worker runs before it is profiled [default: 5s]
+    /// With --start: how long the worker runs before it is profiled [default: 30s for tasks, 5s for the others]
     #[arg(long, value_parser = humantime::parse_duration)]
     warmup: Option<Duration>,
 
@@ -157,7 +162,7 @@ pub struct ProfileArgs {
     worker_flags: Vec<String>,
 }
 
-/// A base URL: `http://HOST:PORT`, without a trailing slash or path.
+/// A base URL: `http://HOST:PORT`, without a trailing slash or path, the port in 1..=65535.
 fn parse_url(value: &str) -> Result<String, String> {
     let trimmed = value.trim_end_matches('/');
     let rest = trimmed
@@ -166,7 +171,18 @@ fn parse_url(value: &str) -> Result<String, String> {
     if rest.is_empty() || rest.contains('/') {
         return Err("expected http://HOST:PORT without a path, e.g. http://127.0.0.1:9090".into());
     }
-    Ok(trimmed.to_owned())
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or("expected http://HOST:PORT with a port, e.g. http://127.0.0.1:9090")?;
+    if host.is_empty() {
+        return Err("expected http://HOST:PORT with a host, e.g. http://127.0.0.1:9090".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p >= 1 => Ok(trimmed.to_owned()),
+        _ => Err(format!(
+            "port {port:?} is not a TCP port: allowed are 1..=65535, e.g. http://127.0.0.1:9090"
+        )),
+    }
 }
 
 pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
@@ -189,7 +205,10 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
     let viewer = resolve_viewer(args.viewer)?;
 
     let started = if args.start {
-        Some(start_worker(kind, &args, seconds)?)
+        match start_worker(kind, &args, seconds)? {
+            Started::Running(worker) => Some(worker),
+            Started::Rejected(code) => return Ok(ExitCode::from(code)),
+        }
     } else {
         None
     };
@@ -198,6 +217,9 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
         (None, Some(url)) => url.clone(),
         (None, None) => format!("http://{}", kind.default_listen()),
     };
+    if started.is_none() {
+        identify(kind, args.kind, &base)?;
+    }
     let fetched = fetch(kind, args.kind, &base, seconds);
     if let Some(worker) = started {
         // The profile is in hand (or the fetch failed); the worker has done its part. Its
@@ -244,7 +266,7 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
     // Ranked by cum, as with `-top -cum`: each task's function and its "created by" frame (the
     // line that spawned it) show with the same count.
     let by_cum = args.kind == Kind::Tasks;
-    print_top(&viewer, &path, args.top, by_cum)?;
+    print_top(&viewer, args.viewer, &path, args.top, by_cum)?;
     println!("\n{}", next_steps(args.kind, kind, &path));
     Ok(ExitCode::SUCCESS)
 }
@@ -296,11 +318,21 @@ fn resolve_viewer(viewer: Viewer) -> Result<Resolved, String> {
     }
 }
 
-fn start_worker(
-    kind: WorkerKind,
-    args: &ProfileArgs,
-    seconds: u64,
-) -> Result<WorkerProcess, String> {
+fn default_warmup(kind: Kind) -> Duration {
+    if kind == Kind::Tasks {
+        TASKS_WARMUP
+    } else {
+        DEFAULT_WARMUP
+    }
+}
+
+/// A worker `--start` started, or the exit status to end with when it rejected its flags.
+enum Started {
+    Running(WorkerProcess),
+    Rejected(u8),
+}
+
+fn start_worker(kind: WorkerKind, args: &ProfileArgs, seconds: u64) -> Result<Started, String> {
     let binary = procs::sibling_binary(kind.binary())?;
     let mut flags = args.worker_flags.clone();
     // The worker's own default (60s) could end the run before the profile does.
@@ -308,27 +340,111 @@ fn start_worker(
         .iter()
         .any(|f| f == "--duration" || f.starts_with("--duration="))
     {
-        let lifetime = args.warmup.unwrap_or(DEFAULT_WARMUP)
+        let lifetime = args.warmup.unwrap_or(default_warmup(args.kind))
             + Duration::from_secs(seconds)
             + Duration::from_secs(600);
         flags.push("--duration".into());
         flags.push(humantime::format_duration(lifetime).to_string());
     }
-    let warmup = args.warmup.unwrap_or(DEFAULT_WARMUP);
-    let worker = WorkerProcess::spawn(
-        &binary,
-        kind,
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        &flags,
-        None,
-    )?;
+    let warmup = args.warmup.unwrap_or(default_warmup(args.kind));
+    let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut worker = match WorkerProcess::start(&binary, kind, any_port, &flags) {
+        Ok(worker) => worker,
+        // A flag the worker rejects is a usage error, as if it had been given to the worker
+        // itself: its own message, its own exit status (2).
+        Err(failure) if failure.exit_code == Some(2) => {
+            eprint!("{}", failure.message);
+            return Ok(Started::Rejected(2));
+        }
+        Err(failure) => return Err(failure.message),
+    };
     eprintln!(
         "started worker-{kind} on {}; letting it work for {} before profiling",
         worker.addr,
         humantime::format_duration(warmup)
     );
-    std::thread::sleep(warmup);
-    Ok(worker)
+    // Watched, not slept through: a worker that ends during the warm-up (its own --duration,
+    // a crash) is reported as what happened, not later as an unreachable address.
+    let deadline = std::time::Instant::now() + warmup;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        if let Some(status) = worker.try_wait()? {
+            let log = worker.log();
+            let (_, summary) = worker.wait()?;
+            let hint = if args
+                .worker_flags
+                .iter()
+                .any(|f| f == "--duration" || f.starts_with("--duration="))
+            {
+                format!(
+                    "\nits --duration ended it before the profile: give it more than the warm-up \
+                     ({}) plus the profile's time, or leave --duration out",
+                    humantime::format_duration(warmup)
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "worker-{kind} exited during the warm-up ({status}), before it could be \
+                 profiled{hint}\nits log:\n{}\nits output:\n{}",
+                log.trim_end(),
+                summary.trim_end()
+            ));
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+    Ok(Started::Running(worker))
+}
+
+/// Checks that `base` is the worker the profile is for, by the `worker_type` label its
+/// `/metrics` carries: a profile saved under the wrong worker's name, or Prometheus' own
+/// profile saved as a worker's, would teach the wrong lesson.
+fn identify(kind: WorkerKind, profile: Kind, base: &str) -> Result<(), String> {
+    let response = client::get(&format!("{base}/metrics"), Duration::from_secs(10))
+        .map_err(|e| unreachable(kind, profile, base, &e))?;
+    let text = response.text();
+    if response.status == 200
+        && let Some(found) = worker_type(&text)
+    {
+        if found == kind.label() {
+            return Ok(());
+        }
+        return Err(format!(
+            "{base} is worker-{found}, not worker-{kind} (its /metrics say worker_type=\"{found}\"): \
+             run `lab profile {} {found} --url {base}`, or point --url at worker-{kind}",
+            profile.name()
+        ));
+    }
+    let prometheus = text.contains("prometheus_build_info")
+        || client::get(&format!("{base}/-/ready"), Duration::from_secs(5))
+            .is_ok_and(|r| r.status == 200);
+    if prometheus {
+        return Err(format!(
+            "{base} is Prometheus, not worker-{kind}: the demo's workers are on \
+             http://{} (bad) and http://{} (optimized)",
+            WorkerKind::Bad.default_listen(),
+            WorkerKind::Optimized.default_listen()
+        ));
+    }
+    Err(format!(
+        "{base} is not a worker of this lab: its /metrics ({}) carry no worker_type label",
+        response.status
+    ))
+}
+
+/// The `worker_type` label's value in a `/metrics` text.
+fn worker_type(metrics: &str) -> Option<&str> {
+    let start = metrics.find("worker_type=\"")? + "worker_type=\"".len();
+    let len = metrics[start..].find('"')?;
+    Some(&metrics[start..start + len])
+}
+
+fn unreachable(kind: WorkerKind, profile: Kind, base: &str, error: &str) -> String {
+    format!(
+        "worker-{kind} is not reachable at {base} ({error}).\n\
+         Start the workers with `lab demo`, point at another with --url, or let this command \
+         start one: lab profile {} {kind} --start",
+        profile.name()
+    )
 }
 
 /// GETs the profile (and, for tasks, the grouped text dump too).
@@ -344,8 +460,9 @@ fn fetch(
     } else {
         eprintln!("fetching {url}");
     }
-    // Symbolizing a large profile takes a few seconds on top of the sampling time.
-    let timeout = Duration::from_secs(seconds + 60);
+    // Symbolizing a large profile takes a few seconds on top of the sampling time, a debug
+    // build on a loaded machine a minute or more; only a stuck worker waits this long.
+    let timeout = Duration::from_secs(seconds + 300);
     let body = get(kind, profile, base, &url, timeout)?;
     let text = if profile == Kind::Tasks {
         Some(get(
@@ -368,14 +485,7 @@ fn get(
     url: &str,
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
-    let response = client::get(url, timeout).map_err(|e| {
-        format!(
-            "worker-{kind} is not reachable at {base} ({e}).\n\
-             Start the workers with `lab demo`, point at another with --url, or let this command \
-             start one: lab profile {} {kind} --start",
-            profile.name()
-        )
-    })?;
+    let response = client::get(url, timeout).map_err(|e| unreachable(kind, profile, base, &e))?;
     let message = || response.text().trim().to_owned();
     match response.status {
         200 => Ok(response.body),
@@ -428,8 +538,20 @@ fn save(dir: &Path, stem: &str, extension: &str, bytes: &[u8]) -> Result<PathBuf
     unreachable!("1.. is endless")
 }
 
-fn print_top(viewer: &Resolved, path: &Path, n: usize, by_cum: bool) -> Result<(), String> {
+fn print_top(
+    viewer: &Resolved,
+    asked: Viewer,
+    path: &Path,
+    n: usize,
+    by_cum: bool,
+) -> Result<(), String> {
     let cum = if by_cum { " -cum" } else { "" };
+    // Why the lab's own summary: asked for, or nothing else to run (a failed external viewer
+    // has said so above).
+    let mut why = match asked {
+        Viewer::Lab => "--viewer lab",
+        _ => "no go or pprof on PATH",
+    };
     if let Resolved::External(program, prefix, name) = viewer {
         let output = Command::new(program)
             .args(prefix)
@@ -454,6 +576,7 @@ fn print_top(viewer: &Resolved, path: &Path, n: usize, by_cum: bool) -> Result<(
             ),
             Err(e) => eprintln!("cannot run {name} ({e}); using the lab's own summary instead"),
         }
+        why = "the external viewer failed";
     }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let profile = gunzip_profile(&bytes)?;
@@ -461,7 +584,7 @@ fn print_top(viewer: &Resolved, path: &Path, n: usize, by_cum: bool) -> Result<(
     if by_cum {
         top.sort_by_cum();
     }
-    println!("top entries{cum}, by the lab's own summary (no go or pprof on PATH):");
+    println!("top entries{cum}, by the lab's own summary ({why}):");
     print!("{}", top::render(&top, n));
     Ok(())
 }
@@ -469,6 +592,32 @@ fn print_top(viewer: &Resolved, path: &Path, n: usize, by_cum: bool) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_profile_warms_up_until_the_leak_outnumbers_the_pool() {
+        // 10 idle pool workers and a producer: at the default rate the leak needs 10-15 s.
+        assert_eq!(default_warmup(Kind::Tasks), Duration::from_secs(30));
+        assert_eq!(default_warmup(Kind::Heap), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn urls_name_the_allowed_ports() {
+        assert_eq!(
+            parse_url("http://127.0.0.1:9090/").as_deref(),
+            Ok("http://127.0.0.1:9090")
+        );
+        for (bad, needle) in [
+            ("http://127.0.0.1:99999", "1..=65535"),
+            ("http://127.0.0.1:0", "1..=65535"),
+            ("http://127.0.0.1", "with a port"),
+            ("http://:9090", "with a host"),
+        ] {
+            let err = parse_url(bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        assert_eq!(worker_type("x{worker_type=\"bad\"} 1"), Some("bad"));
+        assert_eq!(worker_type("prometheus_build_info 1"), None);
+    }
 
     #[test]
     fn timestamps_sort_and_have_no_separators() {

@@ -54,6 +54,13 @@ pub fn go_pprof(go: &PathBuf, args: &[&str]) -> String {
     let home = std::env::temp_dir().join("profiling-lab-pprof-home");
     let out = Command::new(go)
         .args(["tool", "pprof"])
+        // pprof gives up on a URL after the profile's seconds plus a minute; a loaded CI
+        // machine symbolizing a debug build can need more. Only a hang waits this long.
+        .args(
+            args.iter()
+                .any(|a| a.starts_with("http"))
+                .then_some("-timeout=600"),
+        )
         .args(args)
         // pprof saves every fetched profile under $HOME/pprof; keep tests from filling $HOME.
         .env("PPROF_TMPDIR", &home)
@@ -100,13 +107,19 @@ pub fn worker_binary(kind: &str) -> &'static str {
 }
 
 impl Worker {
-    /// Starts `worker-<kind>` with `args` on a port the OS picks and waits until it is healthy.
+    /// Starts `worker-<kind>` with `args` on a port the OS picks and waits until it is healthy;
+    /// without a `--duration` in `args` it runs for an hour (or until dropped).
     pub fn start(kind: &'static str, args: &[&str]) -> Worker {
         let worker_kind = match kind {
             "bad" => WorkerKind::Bad,
             _ => WorkerKind::Optimized,
         };
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        // The worker's default --duration (60 s) is less than a loaded CI machine may need for
+        // one test; a test's worker lives until the test drops it.
+        if !args.iter().any(|a| a.starts_with("--duration")) {
+            args.extend(["--duration".into(), "1h".into()]);
+        }
         let listen = "127.0.0.1:0".parse().unwrap();
         let process = WorkerProcess::spawn(
             Path::new(worker_binary(kind)),

@@ -13,6 +13,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::series::Chart;
+use super::typeset::Typeset;
 use crate::kind::WorkerKind;
 
 pub const WIDTH: u32 = 900;
@@ -52,7 +53,10 @@ pub fn png(chart: &Chart) -> Result<Vec<u8>, String> {
     register_font()?;
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
+        // Text typeset from the embedded font, not by plotters' own glyph placement (see
+        // `typeset`): its titles came out as "worker_active_gor outines".
+        let bitmap = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT));
+        let root = Typeset::new(bitmap, notosans::REGULAR_TTF)?.into_drawing_area();
         draw(&root, chart)?;
     }
     let mut out = Vec::new();
@@ -123,8 +127,14 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) -> Res
         .y_label_formatter(&|v| tick(*v))
         .draw()
         .map_err(fail)?;
-    for line in &chart.lines {
-        let style = color(line.worker).stroke_width(2);
+    // Bad first and wider, optimized on top and narrower: where both workers show the same
+    // value (an empty queue, a flat line at 0) the red still shows on both sides of the green,
+    // rather than one line hiding the other.
+    let mut lines: Vec<_> = chart.lines.iter().collect();
+    lines.sort_by_key(|l| l.worker != WorkerKind::Bad);
+    for line in lines {
+        let width = if line.worker == WorkerKind::Bad { 5 } else { 2 };
+        let style = color(line.worker).stroke_width(width);
         ctx.draw_series(LineSeries::new(line.points.iter().copied(), style))
             .map_err(fail)?;
     }
@@ -227,6 +237,27 @@ mod tests {
             .filter(|p| p.iter().all(|&v| v < 80))
             .count();
         assert!(dark > 500, "{dark} dark pixels");
+    }
+
+    #[test]
+    fn equal_lines_both_show_in_the_png() {
+        let mut same = chart();
+        for line in &mut same.lines {
+            line.points = vec![(0.0, 0.0), (1.0, 0.0), (2.0, 0.0)];
+        }
+        // Bad listed last, as if it were drawn last: the order must not matter.
+        same.lines.reverse();
+        let png = png(&same).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut pixels).unwrap();
+        let plot = &pixels[60 * WIDTH as usize * 3..];
+        for c in [BAD_COLOR, OPTIMIZED_COLOR] {
+            let n = plot.chunks(3).filter(|p| *p == [c.0, c.1, c.2]).count();
+            assert!(n > 100, "{c:?}: {n} pixels");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod series;
 mod session;
 mod stats;
 mod table;
+mod typeset;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

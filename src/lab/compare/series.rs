@@ -8,6 +8,9 @@ use crate::kind::WorkerKind;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// The GC-analogue chart's rate window, in seconds, as Prometheus' `rate(x[30s])` would use.
+const GC_WINDOW: f64 = 30.0;
+
 /// How a chart's values come from the samples.
 #[derive(Clone, Copy)]
 enum Derive {
@@ -15,6 +18,10 @@ enum Derive {
     Gauge(fn(&Sample) -> f64, f64),
     /// A counter's increase per second between consecutive samples, scaled.
     Rate(fn(&Sample) -> f64, f64),
+    /// A counter's increase per second over the last `window` seconds (or since the first
+    /// sample), scaled: for counters that move in rare steps, which per interval would be a
+    /// square wave of 0 and 1/interval, as Prometheus' `rate(x[window])` smooths them.
+    WindowRate(fn(&Sample) -> f64, f64, f64),
     /// A counter's increase per task processed between consecutive samples, scaled.
     PerTask(fn(&Sample) -> f64, f64),
     /// A latency quantile of the tasks finished between consecutive samples, scaled.
@@ -68,9 +75,11 @@ const SPECS: [Spec; 13] = [
     },
     Spec {
         name: "gc_rate",
-        title: "GC-analogue: allocator purges (worker_gc_runs_total)",
+        title: "GC-analogue: allocator purges, rate over 30 s (worker_gc_runs_total)",
         y_label: "purges per second",
-        derive: Derive::Rate(|s| s.gc_runs, 1.0),
+        // Purges come about once a second at most: per 0.5 s interval that is 0 or 2, and
+        // the table's ratio cannot be seen in it.
+        derive: Derive::WindowRate(|s| s.gc_runs, 1.0, GC_WINDOW),
     },
     Spec {
         name: "throughput",
@@ -150,13 +159,25 @@ fn points(derive: Derive, samples: &[Sample]) -> Vec<(f64, f64)> {
     if let Derive::Gauge(value, scale) = derive {
         return samples.iter().map(|s| (s.t, value(s) * scale)).collect();
     }
+    if let Derive::WindowRate(counter, scale, window) = derive {
+        return samples
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter_map(|(i, b)| {
+                let a = samples[..i].iter().find(|a| b.t - a.t <= window)?;
+                let dt = b.t - a.t;
+                (dt > 0.0).then(|| (b.t, (counter(b) - counter(a)) / dt * scale))
+            })
+            .collect();
+    }
     // Interval figures are drawn at the end of their interval, as `rate()` is.
     samples
         .windows(2)
         .filter_map(|pair| {
             let (a, b) = (&pair[0], &pair[1]);
             let value = match derive {
-                Derive::Gauge(..) => None,
+                Derive::Gauge(..) | Derive::WindowRate(..) => None,
                 Derive::Rate(counter, scale) => {
                     let dt = b.t - a.t;
                     (dt > 0.0).then(|| (counter(b) - counter(a)) / dt * scale)
@@ -214,5 +235,24 @@ mod tests {
         // No task in the second interval: no per-task point, no latency point.
         assert_eq!(line("allocations_per_task"), vec![(2.0, 3.0)]);
         assert_eq!(line("latency_p50"), vec![(2.0, 5.0)]);
+    }
+
+    #[test]
+    fn rare_steps_are_a_rate_over_a_window_not_a_square_wave() {
+        // A purge every other 0.5 s sample, for a minute: 1 purge/s.
+        let samples: Vec<Sample> = (0..120)
+            .map(|i| Sample {
+                gc_runs: f64::from(i / 2),
+                ..sample(f64::from(i) * 0.5, 0.0)
+            })
+            .collect();
+        let charts = charts(&[(WorkerKind::Bad, &samples)]);
+        let gc = &charts.iter().find(|c| c.name == "gc_rate").unwrap().lines[0].points;
+        assert_eq!(gc.len(), 119);
+        // Per interval this alternates 0 and 2; over the window it stays near 1.
+        assert!(
+            gc.iter().skip(4).all(|&(_, v)| (0.8..=1.2).contains(&v)),
+            "{gc:?}"
+        );
     }
 }

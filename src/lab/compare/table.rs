@@ -95,6 +95,14 @@ pub fn findings(report: &Report) -> Vec<String> {
             live(b),
             live(o)
         ));
+        out.push(
+            "Live tasks, two counts: the table reads worker_active_goroutines while the \
+             workload runs (the pool's workers and producer, HTTP connections, and what leaked \
+             in the warm-up); the exit summaries count before the pool started and after it \
+             stopped, so their difference is the leak of the whole run, warm-up and shutdown \
+             included."
+                .to_owned(),
+        );
     } else {
         out.push(format!(
             "No task leak visible: worker-bad's live tasks went {}; run longer or at a higher rate.",
@@ -117,6 +125,13 @@ pub fn findings(report: &Report) -> Vec<String> {
         per_task(b),
         per_task(o)
     ));
+    out.push(
+        "Allocated memory: worker-optimized reserves each worker's reusable buffers (sized by \
+         --data-size) when it starts, so early on it can sit above worker-bad, and stays flat; \
+         worker-bad's grows with every task that leaks (and the payload sample it holds) and \
+         passes it."
+            .to_owned(),
+    );
     out.push(format!(
         "CPU per task: worker-bad {}, worker-optimized {} ({}). Where: `lab profile cpu bad --start`.",
         value(Metric::CpuPerTask, b.get(Metric::CpuPerTask)),

@@ -16,42 +16,97 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use super::layout::{DataDir, DemoState, Service};
+use super::layout::{DataDir, Service};
 use super::{CleanArgs, GrafanaArgs, LogsArgs, StopArgs};
 use crate::lab::procs;
 
 pub fn stop(args: StopArgs) -> Result<ExitCode, String> {
     let data = DataDir::resolve(&args.data.data_dir)?;
-    match data.running_demo()? {
-        Some(state) => {
-            stop_demo(&data, &state, args.timeout)?;
-            println!("lab stop: stopped the demo (pid {})", state.pid);
-        }
-        None => println!(
-            "lab stop: no `lab demo` is running with {}; nothing to stop",
-            data.root().display()
-        ),
-    }
+    let pid = match data.running_demo() {
+        Ok(Some(state)) => state.pid,
+        // Its state file is missing or damaged, but the demo holds its lock: found by that.
+        Err(why) => match data.lock_holder() {
+            Some(pid) => {
+                println!("lab stop: {why}");
+                pid
+            }
+            None => return Err(why),
+        },
+        Ok(None) => return Ok(nothing_to_stop(&data)),
+    };
+    stop_demo(&data, pid, args.timeout)?;
+    println!("lab stop: stopped the demo (pid {pid})");
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGTERM to the demo, then wait until it has removed its state file (its last act after
-/// stopping every service) or has exited.
-fn stop_demo(data: &DataDir, state: &DemoState, timeout: Duration) -> Result<(), String> {
-    println!(
-        "lab stop: stopping the demo (pid {}) and its services",
-        state.pid
+/// No demo runs with this data dir (no live state, no lock held). If the lab's services
+/// answer on the guide's ports anyway, something else started them (a demo with another
+/// --data-dir, `nix run .#demo`, docker compose): say so, and that this command cannot know
+/// which, rather than "nothing to stop".
+fn nothing_to_stop(data: &DataDir) -> ExitCode {
+    let answering = services_on_default_ports();
+    if answering.is_empty() {
+        println!(
+            "lab stop: no `lab demo` is running with {} (no state file, its lock is free), and \
+             nothing of the lab answers on the default ports; nothing to stop",
+            data.root().display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "lab stop: no `lab demo` is running with {} (no state file, its lock is free), but the \
+         lab's services answer on the default ports:\n{}\n\
+         They were started some other way: a `lab demo` with another --data-dir (`lab stop \
+         --data-dir DIR`), `nix run .#demo` or docker compose. This command cannot know which, \
+         so it stops nothing: stop them where they were started (Ctrl-C in that terminal).",
+        data.root().display(),
+        answering
+            .iter()
+            .map(|s| format!("  {s}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    procs::terminate_pid(state.pid)?;
+    ExitCode::FAILURE
+}
+
+/// Which of the lab's services answer on the guide's ports: a worker by the `worker_type` of
+/// its `/metrics`, Prometheus by `/-/ready`.
+fn services_on_default_ports() -> Vec<String> {
+    let ports = super::config::Ports::default();
+    let timeout = Duration::from_secs(2);
+    let mut found = Vec::new();
+    for port in [ports.bad, ports.optimized] {
+        let url = format!("http://127.0.0.1:{port}");
+        if let Ok(r) = crate::client::get(&format!("{url}/metrics"), timeout)
+            && r.status == 200
+            && let Some(kind) = ["bad", "optimized"]
+                .into_iter()
+                .find(|k| r.text().contains(&format!("worker_type=\"{k}\"")))
+        {
+            found.push(format!("worker-{kind} at {url}"));
+        }
+    }
+    let url = format!("http://127.0.0.1:{}", ports.prometheus);
+    if crate::client::get(&format!("{url}/-/ready"), timeout).is_ok_and(|r| r.status == 200) {
+        found.push(format!("Prometheus at {url}"));
+    }
+    found
+}
+
+/// SIGTERM to the demo, then wait until it has exited or, as it is still a zombie until its
+/// parent reaps it, until it has given up both its state file (its last act after stopping
+/// every service) and its lock.
+fn stop_demo(data: &DataDir, pid: u32, timeout: Duration) -> Result<(), String> {
+    println!("lab stop: stopping the demo (pid {pid}) and its services");
+    procs::terminate_pid(pid)?;
     let deadline = Instant::now() + timeout;
-    while data.state_file().exists() && procs::process_alive(state.pid) {
+    let holds = || data.state_file().exists() || data.lock_holder() == Some(pid);
+    while holds() && procs::process_alive(pid) {
         if Instant::now() >= deadline {
             return Err(format!(
-                "the demo (pid {}) is still running after {}; see `lab logs` and stop it with \
-                 `kill -9 {}` (its services then get SIGTERM from the system)",
-                state.pid,
+                "the demo (pid {pid}) is still running after {}; see `lab logs` and stop it with \
+                 `kill -9 {pid}` (its services then get SIGTERM from the system)",
                 humantime::format_duration(timeout),
-                state.pid
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -210,9 +265,11 @@ pub fn grafana(args: GrafanaArgs) -> Result<ExitCode, String> {
     };
     if !state.has(Service::Grafana) {
         return Err(format!(
-            "the running demo has no Grafana (it was not installed, or --no-grafana; \
-             `lab logs{again}` shows the demo's message). Prometheus' graph page works without it: {}/graph",
-            state.ports.prometheus_url()
+            "the running demo has no Grafana: it was started with --no-grafana, or found no \
+             grafana-server (its terminal said which; install Grafana from \
+             https://grafana.com/grafana/download or name it with `lab demo --grafana-bin PATH`). \
+             Without it: {}",
+            super::demo::prometheus_pages(&state.ports.prometheus_url())
         ));
     }
     let url = state.ports.dashboard_url();
@@ -251,6 +308,19 @@ fn opener() -> Option<std::path::PathBuf> {
 pub fn clean(args: CleanArgs) -> Result<ExitCode, String> {
     let data = DataDir::resolve(&args.data.data_dir)?;
     let root = data.root();
+    // Deleting a link deletes the link, not the data: say where the data is instead of
+    // reporting it deleted.
+    if root.is_symlink() {
+        let target = std::fs::canonicalize(root).map_or_else(
+            |e| format!("a target that cannot be resolved ({e})"),
+            |t| t.display().to_string(),
+        );
+        return Err(format!(
+            "{} is a symbolic link to {target}: not deleting anything. To delete the demo's \
+             data, run `lab clean --data-dir {target}`; the link itself is yours to remove",
+            root.display()
+        ));
+    }
     if !root.exists() {
         println!(
             "lab clean: {} does not exist; nothing to clean",
@@ -274,7 +344,7 @@ pub fn clean(args: CleanArgs) -> Result<ExitCode, String> {
                 again = data.flag()
             ));
         }
-        stop_demo(&data, &state, Duration::from_secs(30))?;
+        stop_demo(&data, state.pid, Duration::from_secs(30))?;
     }
     std::fs::remove_dir_all(root).map_err(|e| format!("cannot delete {}: {e}", root.display()))?;
     println!(

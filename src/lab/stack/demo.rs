@@ -79,6 +79,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         check_port(service, &ports, &again)?;
     }
     data.prepare()?;
+    // Held until this function returns, after every service has stopped: `lab stop` finds
+    // this demo by it even if the state file is deleted or damaged.
+    let _lock = data.lock()?;
     let configs = config::write_configs(&data.config_dir(), &data.grafana_data(), &ports)?;
 
     say(&format!(
@@ -204,8 +207,8 @@ impl Plan {
                 notes.push(format!(
                     "Grafana not found (looked for `grafana` and `grafana-server` on PATH; or \
                      pass --grafana-bin). Install it: {}.\n  Without it everything else works: \
-                     Prometheus' graph and alerts pages ({prometheus_url}/graph, \
-                     {prometheus_url}/alerts), the workers' /metrics and /debug/pprof/; only \
+                     Prometheus' graph, targets and alerts pages (their addresses follow once \
+                     it runs), the workers' /metrics and /debug/pprof/; only \
                      the dashboard is missing. Its provisioning is ready in {} \
                      (grafana.ini, grafana.env): install Grafana and run `lab demo{again}` again.",
                     services::GRAFANA_INSTALL,
@@ -287,7 +290,10 @@ fn who_answers(port: u16) -> Option<Occupant> {
     let get = |path: &str| {
         client::get(
             &format!("http://{HOST}:{port}{path}"),
-            Duration::from_millis(500),
+            // Only asked when the port is taken; a busy machine must not hide who holds it
+            // (5 s was not enough on a loaded 2-core machine). A program that never answers
+            // delays the error by this much, once: /healthz failing ends the probing.
+            Duration::from_secs(15),
         )
     };
     let healthz = get("/healthz").ok()?;
@@ -372,12 +378,15 @@ fn start(stack: &mut Stack, plan: &Plan, configs: &Configs, started: Instant) ->
     } else {
         ""
     };
+    // Composed first (it asks Prometheus which pages it serves), printed with the ready line,
+    // so whoever waits for "ready" has the addresses too.
+    let access = access(&stack.state, plan);
     say(&format!(
         "ready in {:.1} s: {}{targets}",
         started.elapsed().as_secs_f64(),
         running.join(", ")
     ));
-    print_access(&stack.state, plan);
+    print(&access);
     Ok(())
 }
 
@@ -423,8 +432,28 @@ fn wait_targets_up(stack: &mut Stack, started: Instant) -> Result<(), Halt> {
     }
 }
 
+/// Prometheus' graph, targets and alerts pages, at the paths the running Prometheus serves:
+/// Debian's 2.42 keeps its UI under `/classic/` (`/targets` is 404 there), upstream builds at
+/// the root. Each is probed; a page that answers on neither path is named as not answering.
+pub fn prometheus_pages(base: &str) -> String {
+    let timeout = Duration::from_secs(2);
+    let pages: Vec<String> = ["graph", "targets", "alerts"]
+        .iter()
+        .map(|page| {
+            [format!("{base}/{page}"), format!("{base}/classic/{page}")]
+                .into_iter()
+                .find(|url| crate::client::get(url, timeout).is_ok_and(|r| r.status == 200))
+                .map_or_else(
+                    || format!("{page}: not answering at {base}/{page}"),
+                    |url| format!("{page} {url}"),
+                )
+        })
+        .collect();
+    pages.join(", ")
+}
+
 /// The guide's "Access the services", with this demo's ports.
-fn print_access(state: &DemoState, plan: &Plan) {
+fn access(state: &DemoState, plan: &Plan) -> String {
     let ports = state.ports;
     let worker = |port: u16| format!("http://{HOST}:{port}");
     let mut text = String::from("\nAccess the services:\n");
@@ -439,9 +468,10 @@ fn print_access(state: &DemoState, plan: &Plan) {
         text += "  Grafana           not running (see above)\n";
     }
     if state.has(Service::Prometheus) {
-        let url = ports.prometheus_url();
-        text +=
-            &format!("  Prometheus        {url}   (targets {url}/targets, alerts {url}/alerts)\n");
+        text += &format!(
+            "  Prometheus        {}\n",
+            prometheus_pages(&ports.prometheus_url())
+        );
     } else {
         text += "  Prometheus        not running (see above)\n";
     }
@@ -465,13 +495,18 @@ fn print_access(state: &DemoState, plan: &Plan) {
          \x20 go tool pprof {optimized}/debug/pprof/goroutine\n"
     );
     let again = &plan.again;
+    let dashboard = if state.has(Service::Grafana) {
+        format!("Open the dashboard: `lab grafana{again}`")
+    } else {
+        "No dashboard without Grafana (see above); the graphs: Prometheus' graph page".to_owned()
+    };
     text += &format!(
         "\nLogs: `lab logs{again} [SERVICE] [--follow]` (files in {})\n\
-         Open the dashboard: `lab grafana{again}`\n\
+         {dashboard}\n\
          Stop: Ctrl-C here, or `lab stop{again}` from another terminal\n",
         plan.data.logs_dir().display()
     );
-    print(&format!("{text}\n"));
+    text + "\n"
 }
 
 /// After ready: waits for a signal, a service that exits, or the workers' --duration to end,

@@ -4,6 +4,9 @@
 //! ```text
 //! DATA/.lab-data-dir          marker: this directory is the lab's (`lab clean` deletes only such)
 //! DATA/lab-demo.json          state of the running demo: its pid, ports, services (gone at exit)
+//! DATA/lab-demo.lock          locked (fcntl) by the running demo for its whole life: the kernel
+//!                             releases it when the demo ends, however it ends, and tells any
+//!                             other process the holder's pid, with or without lab-demo.json
 //! DATA/config/prometheus/     prometheus.yml for the ports in use, rules/
 //! DATA/config/grafana/        grafana.ini, grafana.env, provisioning/, dashboards/
 //! DATA/logs/SERVICE.log       each service's output; worker-*.summary.txt at exit
@@ -215,13 +218,50 @@ impl DataDir {
             .map_err(|e| format!("cannot write in {shown}: {e}"))
     }
 
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lab-demo.lock")
+    }
+
+    /// Takes the demo's lock for as long as the returned file is open (the demo's whole life);
+    /// fails, naming the holder, when another demo has it.
+    pub fn lock(&self) -> Result<std::fs::File, String> {
+        let path = self.lock_file();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        if !procs::try_lock(&file) {
+            let holder =
+                procs::lock_holder(&file).map_or_else(String::new, |pid| format!(" (pid {pid})"));
+            return Err(format!(
+                "a `lab demo`{holder} is already running with {}: stop it with `lab stop{}`, or \
+                 use another --data-dir",
+                self.root.display(),
+                self.flag()
+            ));
+        }
+        Ok(file)
+    }
+
+    /// The pid of the demo holding this data dir's lock, if one does.
+    pub fn lock_holder(&self) -> Option<u32> {
+        let file = std::fs::File::open(self.lock_file()).ok()?;
+        procs::lock_holder(&file)
+    }
+
     /// The state file's contents, if there is one.
     pub fn read_state(&self) -> Result<Option<DemoState>, String> {
         let path = self.state_file();
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| format!("{} is damaged ({e}); delete it", path.display())),
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                format!(
+                    "{} is damaged ({e}); a running `lab demo` is found by its lock instead",
+                    path.display()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
@@ -229,14 +269,32 @@ impl DataDir {
 
     /// The demo running with this data dir, if any. A state file whose process is gone (the
     /// demo was killed with SIGKILL, or the machine restarted) is stale and ignored, as is one
-    /// whose pid now belongs to another program.
+    /// whose pid now belongs to another program. A demo whose state file is missing or
+    /// damaged still holds its lock: that is an error naming its pid (its ports are unknown),
+    /// never "no demo".
     pub fn running_demo(&self) -> Result<Option<DemoState>, String> {
-        let Some(state) = self.read_state()? else {
-            return Ok(None);
-        };
-        let ours =
-            procs::command_line(state.pid).is_none_or(|args| args.iter().any(|arg| arg == "demo"));
-        Ok((procs::process_alive(state.pid) && ours).then_some(state))
+        let state = self.read_state();
+        if let Ok(Some(state)) = &state {
+            let ours = procs::command_line(state.pid)
+                .is_none_or(|args| args.iter().any(|arg| arg == "demo"));
+            if procs::process_alive(state.pid) && ours {
+                return Ok(Some(state.clone()));
+            }
+        }
+        if let Some(pid) = self.lock_holder() {
+            let why = match state {
+                Err(e) => e,
+                Ok(_) => format!("{} is missing", self.state_file().display()),
+            };
+            return Err(format!(
+                "a `lab demo` (pid {pid}) holds {} but {why}: its ports and services are unknown; \
+                 `lab stop{}` stops it",
+                self.lock_file().display(),
+                self.flag()
+            ));
+        }
+        // No demo holds the lock: a damaged or stale state file belongs to no running demo.
+        Ok(None)
     }
 
     /// Writes the state file atomically (readers never see half a file).
