@@ -46,27 +46,11 @@ const FAST: &[&str] = &[
 /// panels that show them are checked for their links, not for their series. The integrator
 /// removes this list after merging `tasks` and `observer`.
 const PENDING_METRICS: &[&str] = &[
-    // tasks (issue 8, part A)
-    "worker_live_tasks",
-    // observer (issue 8, part B)
+    // observer (issue 8, part B), pending its merge
     "worker_observer_memory_bytes",
     "worker_observer_allocations_total",
     "worker_observer_allocated_bytes_total",
     "worker_observer_cpu_seconds_total",
-    // Lessons 4-6, pending the lessons/rtobs merge: the integrator removes these after
-    // merging `lessons` (worker_task_*_seconds, worker_lock_*, worker_producer_rate,
-    // worker_tasks_rejected_total) and `rtobs` (worker_runtime_*, worker_task_scheduled_*).
-    "worker_runtime_long_polls_total",
-    "worker_runtime_poll_time_seconds",
-    "worker_runtime_thread_busy_seconds_total",
-    "worker_task_scheduled_seconds_total",
-    "worker_task_scheduled_total",
-    "worker_task_latency_seconds",
-    "worker_task_queue_delay_seconds",
-    "worker_lock_wait_seconds",
-    "worker_lock_acquisitions_total",
-    "worker_producer_rate",
-    "worker_tasks_rejected_total",
 ];
 
 /// Profile endpoints other branches add (CONTRACTS.md). Until they land, these links may answer
@@ -77,9 +61,6 @@ const PENDING_ENDPOINTS: &[&str] = &[
     "/debug/pprof/allocs?seconds=30",
     // observer: the allocation flame graph (404 before it)
     "/debug/pprof/allocs_flamegraph?seconds=30",
-    // lessons: Go's mutex profile of the lab's locks, pending the lessons merge (404 before it)
-    "/debug/pprof/mutex",
-    "/debug/pprof/mutex?seconds=30",
 ];
 
 /// Grafana's proxy to the dashboard's datasource: the prefix of the alert-rules link.

@@ -52,25 +52,11 @@ const PATIENCE: Duration = Duration::from_secs(120);
 /// showing them only have to evaluate. The integrator removes this list after merging `tasks`
 /// (worker_live_tasks) and `observer` (worker_observer_*).
 const PENDING_METRICS: &[&str] = &[
-    "worker_live_tasks",
+    // observer (issue 8, part B), pending its merge
     "worker_observer_memory_bytes",
     "worker_observer_allocations_total",
     "worker_observer_allocated_bytes_total",
     "worker_observer_cpu_seconds_total",
-    // Lessons 4-6, pending the lessons/rtobs merge: the integrator removes these after
-    // merging `lessons` (worker_task_*_seconds, worker_lock_*, worker_producer_rate,
-    // worker_tasks_rejected_total) and `rtobs` (worker_runtime_*, worker_task_scheduled_*).
-    "worker_runtime_long_polls_total",
-    "worker_runtime_poll_time_seconds",
-    "worker_runtime_thread_busy_seconds_total",
-    "worker_task_scheduled_seconds_total",
-    "worker_task_scheduled_total",
-    "worker_task_latency_seconds",
-    "worker_task_queue_delay_seconds",
-    "worker_lock_wait_seconds",
-    "worker_lock_acquisitions_total",
-    "worker_producer_rate",
-    "worker_tasks_rejected_total",
 ];
 
 fn prometheus_bin() -> Option<PathBuf> {
