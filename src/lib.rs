@@ -17,6 +17,7 @@
 //! | [`alloc`] | the counting global allocator over jemalloc |
 //! | [`memory`] | jemalloc's statistics: allocated, resident, purges |
 //! | [`metrics`] | the `/metrics` registry |
+//! | [`observer`] | observer scopes: the instruments' own memory, allocations and CPU, kept apart |
 //! | [`pprof`] | CPU, heap, allocation and task profiles |
 //! | [`server`], [`http`] | the HTTP endpoints and their parameter checks |
 //! | [`cli`], [`worker`], [`summary`] | flags, the process's life, the exit report |
@@ -33,6 +34,7 @@ pub mod lab;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod observer;
 pub mod optimized;
 pub mod pool;
 pub mod pprof;

@@ -3,7 +3,9 @@
 //! - what a task costs in each worker: CPU time, allocation calls and bytes, and their ratios;
 //! - what the instrumentation (metrics, allocation counting, heap sampling) costs the optimized
 //!   worker, whose fast path leaves little room to hide it;
-//! - how `/metrics` and the task profile behave when the bad worker has leaked 100k tasks.
+//! - how `/metrics` and the task profile behave when the bad worker has leaked 100k tasks;
+//! - whether observing the optimized worker changes its lesson metrics (see
+//!   [`observer_bench`](crate::lab::observer_bench)).
 //!
 //! Timings alternate between the variants being compared and report medians, so a burst of
 //! noise from the rest of the machine lands on both sides instead of skewing one.
@@ -42,6 +44,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
     pub leaked_tasks: u64,
 
+    /// Length of the CPU profile the observer section takes of a running worker-optimized
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub observer_seconds: u64,
+
     /// Print the figures as JSON instead of a table
     #[arg(long)]
     pub json: bool,
@@ -55,6 +61,7 @@ pub struct BenchReport {
     pub optimized: TaskCost,
     pub instrumentation: Instrumentation,
     pub leaked: LeakedTasks,
+    pub observer: crate::lab::observer_bench::ObserverEffect,
 }
 
 /// What one task costs, averaged.
@@ -108,6 +115,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         args.leaked_tasks
     );
     let leaked = leaked_tasks(args.leaked_tasks)?;
+    eprintln!(
+        "profiling and scraping a running worker-optimized ({} s CPU profile)...",
+        args.observer_seconds
+    );
+    let observer = crate::lab::observer_bench::measure(args.observer_seconds)?;
 
     let report = BenchReport {
         data_size,
@@ -115,6 +127,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         optimized,
         instrumentation,
         leaked,
+        observer,
     };
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -420,5 +433,7 @@ fn table(r: &BenchReport) -> String {
         "  memory per leaked task          {:.0} B (an idle task and its channel)",
         l.bytes_per_leaked_task
     );
+    let _ = writeln!(out);
+    out.push_str(&crate::lab::observer_bench::table(&r.observer));
     out
 }
