@@ -34,14 +34,21 @@ const RUNTIME_FRAMES: &[&str] = &[
 /// Whether `name` belongs to the runtime (see [`RUNTIME_FRAMES`]); for `<T as Trait>::f`, the
 /// type's path decides unless it has none (a generic `F`), then the trait's.
 pub fn is_runtime_frame(name: &str) -> bool {
-    let path = name.trim_start_matches(['<', '&']);
+    let path = strip_refs(name);
     let path = match path.split_once(" as ") {
         Some((ty, rest)) if !ty.contains("::") => rest,
         Some((ty, _)) => ty,
         None => path,
     };
-    let path = path.trim_start_matches(['<', '&']);
+    let path = strip_refs(path);
     RUNTIME_FRAMES.iter().any(|prefix| path.starts_with(prefix))
+}
+
+/// `<&mut dyn core::ops::Fn...` -> `core::ops::Fn...`.
+fn strip_refs(name: &str) -> &str {
+    name.trim_start_matches(['<', '&'])
+        .trim_start_matches("mut ")
+        .trim_start_matches("dyn ")
 }
 
 /// Drops runtime frames from the root end of `stack` (root first), keeping at least the leaf.
@@ -120,6 +127,9 @@ mod tests {
         assert_eq!(trim_root(&all_runtime), &["std::thread::park"]);
         assert!(is_runtime_frame(
             "<F as core::future::into_future::IntoFuture>::into_future"
+        ));
+        assert!(is_runtime_frame(
+            "<&dyn core::ops::function::Fn<(), Output = i32> as core::ops::function::FnOnce<()>>::call_once"
         ));
         assert!(!is_runtime_frame(
             "<profiling_lab::bad::Bad as profiling_lab::pool::Strategy>::handle"

@@ -161,7 +161,8 @@ async fn symbols(input: &[u8]) -> Result<Response, ApiError> {
             let mut out = String::from("num_symbols: 1\n");
             for address in addresses {
                 let mut name = None;
-                backtrace::resolve(address as usize as *mut std::ffi::c_void, |symbol| {
+                let runtime = symbolize::runtime_address(address);
+                backtrace::resolve(runtime as usize as *mut std::ffi::c_void, |symbol| {
                     // The outermost function at this address, as Go's FuncForPC names it.
                     if let Some(n) = symbol.name() {
                         name = Some(format!("{n:#}"));

@@ -2,16 +2,22 @@
 //! mappings, as Go's runtime writes them.
 //!
 //! `jemalloc_pprof` (through `pprof_util`) symbolizes in-process, inlined frames included, but
-//! writes every mapping as `[0, u64::MAX)` with addresses relative to the object: enough for
-//! function names, not for `go tool pprof -disasm`, which needs to find the instructions of a
-//! sample in the binary. Here each mapping gets its real start, limit and file offset, and
-//! each location its runtime address, so `pprof` can open the main binary (by path and build
-//! id) and line samples up with `objdump`'s output.
+//! writes every mapping as `[0, u64::MAX)`: enough for function names, not for
+//! `go tool pprof -disasm`, which needs to find the instructions of a sample in the binary.
+//! Here each mapping gets its file (absolute), build id, range and file offset, and each
+//! location the address the binary's symbol table and `objdump` use (the ELF virtual address,
+//! not the randomized one of this run), so `pprof` opens the main binary and lines samples up
+//! with its instructions. [`runtime_address`] translates such an address back for
+//! `/debug/pprof/symbol`.
 
 use jemalloc_pprof::{StackProfile, WeightedStack};
 use pprof::protos::Profile;
 
 use crate::pprof::encode;
+
+/// The page size mappings are rounded to (Linux on x86_64 and aarch64's usual 4 KiB; a larger
+/// page is a multiple of it, so rounding to 4 KiB still starts each mapping on a page).
+const PAGE: usize = 4096;
 
 /// One sampled stack: addresses from the leaf to the root, each a return address (the
 /// instruction after a call) except a leaf whose address is `precise_leaf`.
@@ -30,7 +36,9 @@ pub fn profile(stacks: &[Stack]) -> Result<Profile, String> {
     for stack in stacks {
         // `pprof_util` subtracts one from every address so that a return address lands in its
         // call instruction; a precise leaf is moved up by one first so that it stays itself.
-        let mut addrs: Vec<usize> = stack.addrs.clone();
+        // A zero address ends some unwound stacks; it names nothing (and pprof_util would
+        // subtract one from it).
+        let mut addrs: Vec<usize> = stack.addrs.iter().copied().filter(|&a| a != 0).collect();
         if stack.precise_leaf
             && let Some(leaf) = addrs.first_mut()
         {
@@ -48,27 +56,35 @@ pub fn profile(stacks: &[Stack]) -> Result<Profile, String> {
     for sample in &mut profile.sample {
         sample.value.clear();
     }
-    // pprof_util numbers mappings 1.. in the order they were pushed.
+    // The main binary's path as the process was started may be relative ("target/debug/..."),
+    // which pprof would resolve against its own directory: name it absolutely.
+    let exe = std::env::current_exe().ok();
+    let mut strings = encode::StringTable::from_strings(std::mem::take(&mut profile.string_table));
     for (mapping, real) in profile.mapping.iter_mut().zip(mappings) {
-        mapping.memory_start = real.memory_start as u64;
-        mapping.memory_limit = real.memory_end as u64;
-        mapping.file_offset = real.file_offset;
+        if let Some(exe) = &exe
+            && real.pathname.is_relative()
+            && real.pathname.file_name() == exe.file_name()
+        {
+            mapping.filename = strings.intern(&exe.to_string_lossy());
+        }
+    }
+    profile.string_table = strings.into_strings();
+    // pprof_util numbers mappings 1.. in the order they were pushed, and writes each address
+    // relative to its object's load address: the ELF virtual address, which is what `objdump`
+    // and the symbol table show. Give each mapping its range in the same space, in whole pages
+    // as the kernel maps them, with its file offset: then `go tool pprof`, which compares
+    // addresses with the binary's symbols as they are, and Google's pprof, which derives the
+    // load address from the mapping, both find the instructions of every sample.
+    for (mapping, real) in profile.mapping.iter_mut().zip(mappings) {
+        let page = PAGE as u64;
+        let start = real.memory_offset as u64;
+        let size = (real.memory_end - real.memory_start) as u64;
+        mapping.memory_start = start & !(page - 1);
+        mapping.memory_limit = (start + size).next_multiple_of(page);
+        mapping.file_offset = real.file_offset & !(page - 1);
         // Every address was symbolized in-process; without this, pprof would look for libc
         // and the vdso locally and warn about them.
         mapping.has_functions = true;
-    }
-    for location in &mut profile.location {
-        if let Some(real) = location
-            .mapping_id
-            .checked_sub(1)
-            .and_then(|i| mappings.get(i as usize))
-        {
-            // Back from the object-relative address pprof_util wrote to the runtime address.
-            location.address = location
-                .address
-                .wrapping_sub(real.memory_offset as u64)
-                .wrapping_add(real.memory_start as u64);
-        }
     }
     Ok(profile)
 }
@@ -108,4 +124,31 @@ pub fn frame_names(profile: &Profile) -> Vec<Vec<&str>> {
             names
         })
         .collect()
+}
+
+/// The address in this process of `address` as profiles write it (an ELF virtual address of
+/// the main binary or a library, see the module docs), or `address` itself when it is already
+/// a runtime address.
+pub fn runtime_address(address: u64) -> u64 {
+    let mappings = mappings::MAPPINGS.as_deref().unwrap_or(&[]);
+    if mappings
+        .iter()
+        .any(|m| (m.memory_start as u64..m.memory_end as u64).contains(&address))
+    {
+        return address;
+    }
+    // The main binary is the first object; its segments' virtual addresses start near zero,
+    // far below where the kernel loads it.
+    let Some(main) = mappings.first() else {
+        return address;
+    };
+    let base = (main.memory_start - main.memory_offset) as u64;
+    mappings
+        .iter()
+        .filter(|m| m.pathname == main.pathname)
+        .find(|m| {
+            (m.memory_offset as u64..(m.memory_offset + m.memory_end - m.memory_start) as u64)
+                .contains(&address)
+        })
+        .map_or(address, |_| address + base)
 }
