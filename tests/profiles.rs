@@ -10,7 +10,8 @@ use support::{Worker, go_pprof, require_go, require_tool, wait_for};
 const LOADED: &[&str] = &["--rate", "1000", "--data-size", "1000", "--tasks", "500"];
 
 fn warmed_up(kind: &'static str) -> Worker {
-    let worker = Worker::start(kind, LOADED);
+    // Long enough for every test's profiles on a loaded machine; the default of 60 s is not.
+    let worker = Worker::start(kind, &[LOADED, &["--duration", "10m"]].concat());
     wait_for("a thousand tasks", Duration::from_secs(30), || {
         (worker.metric("worker_tasks_processed_total") >= 1000.0).then_some(())
     });
@@ -22,9 +23,16 @@ fn go_tool_pprof_reads_cpu_heap_allocs_and_goroutine_profiles() {
     let Some(go) = require_go() else { return };
     for kind in ["bad", "optimized"] {
         let worker = warmed_up(kind);
+        // pprof waits 1.5 times `seconds` by default; the profiler's first start in a debug
+        // build parses the binary's debug information for longer than that.
         let cpu = go_pprof(
             &go,
-            &["-top", &worker.url("/debug/pprof/profile?seconds=2")],
+            &[
+                "-top",
+                "-timeout",
+                "120",
+                &worker.url("/debug/pprof/profile?seconds=2"),
+            ],
         );
         assert!(cpu.contains("Type: cpu"), "worker-{kind} cpu:\n{cpu}");
         let heap = go_pprof(&go, &["-top", &worker.url("/debug/pprof/heap")]);
@@ -313,9 +321,17 @@ fn allocs_delta_with_seconds_as_go_tool_pprof_asks() {
     let Some(go) = require_go() else { return };
     let worker = warmed_up("bad");
     // `-seconds 2` makes pprof fetch `allocs?seconds=2`: what was allocated in those 2 s.
+    // pprof waits 1.5 times that by default; a debug build symbolizes slowly (`-timeout`).
     let delta = go_pprof(
         &go,
-        &["-top", "-seconds", "2", &worker.url("/debug/pprof/allocs")],
+        &[
+            "-top",
+            "-seconds",
+            "2",
+            "-timeout",
+            "120",
+            &worker.url("/debug/pprof/allocs"),
+        ],
     );
     assert!(delta.contains("Type: alloc_space"), "{delta}");
     assert!(delta.contains("profiling_lab::bad::"), "{delta}");
@@ -398,7 +414,7 @@ fn cpu_profiles_carry_the_binary_mapping_so_disasm_works() {
         "the first mapping is the worker binary, with its range:\n{}",
         &raw[raw.find("Mappings").unwrap_or(0)..]
     );
-    let disasm = go_pprof(&go, &["-disasm=profiling_lab::bad::", file]);
+    let disasm = go_pprof(&go, &["-disasm=profiling_lab.*bad", file]);
     assert!(
         disasm.contains("ROUTINE") && disasm.lines().filter(|l| l.contains(":")).count() > 5,
         "no disassembly:\n{disasm}"
@@ -453,7 +469,8 @@ fn index_counts_every_memory_profile() {
             .and_then(|before| before.rsplit('>').next())
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("no count for {link}:\n{index}"));
-        assert!(count > 0, "{link}: {count}");
+        // A young worker may hold no sampled live allocation: heap can be 0, not missing.
+        assert!(count > 0 || link == "heap", "{link}: {count}");
     }
     for link in ["allocs_flamegraph", "cmdline", "symbol"] {
         assert!(

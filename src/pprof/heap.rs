@@ -148,10 +148,11 @@ pub async fn allocs_flamegraph(
             .iter()
             .filter_map(|s| s.value.get(ALLOC_SPACE))
             .sum();
-        let span = match (seconds, duration) {
-            (Some(_), Some(d)) => format!("{:.0} s", d.as_secs_f64()),
-            _ => "since start".to_owned(),
-        };
+        // The seconds asked for: the dumps themselves add a little to the measured span.
+        let span = seconds.map_or_else(
+            || "since start".to_owned(),
+            |s| format!("{} s", s.as_secs()),
+        );
         let title = format!(
             "worker-{} allocs, {span}: {} allocated, {} samples (one per 512 KiB)",
             kind.label(),

@@ -199,7 +199,8 @@ async fn goroutine(
         1 => TaskFormat::Grouped,
         _ => TaskFormat::EveryTask,
     };
-    let body = tasks::render(&state.runtime, format).await?;
+    let body =
+        observer::instrument(Observer::TaskProfile, tasks::render(&state.runtime, format)).await?;
     Ok(match format {
         TaskFormat::Profile => profile_response(body, "goroutine.pb.gz"),
         _ => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response(),

@@ -68,13 +68,16 @@ mod imp {
                 )
             })?;
         tokio::task::spawn_blocking(move || {
-            let groups = group(&dump);
-            encode::release_symbol_cache();
-            match format {
-                TaskFormat::Profile => profile(&groups),
-                TaskFormat::Grouped => Ok(grouped_text(&groups).into_bytes()),
-                TaskFormat::EveryTask => Ok(every_task_text(&groups).into_bytes()),
-            }
+            use crate::observer::{Observer, scope};
+            scope(Observer::TaskProfile, || {
+                let groups = group(&dump);
+                encode::release_symbol_cache();
+                match format {
+                    TaskFormat::Profile => profile(&groups),
+                    TaskFormat::Grouped => Ok(grouped_text(&groups).into_bytes()),
+                    TaskFormat::EveryTask => Ok(every_task_text(&groups).into_bytes()),
+                }
+            })
         })
         .await
         .map_err(|e| ApiError::internal("task dump", e))?
