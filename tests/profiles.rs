@@ -356,6 +356,38 @@ fn allocs_delta_with_seconds_as_go_tool_pprof_asks() {
     assert!(bad.text().contains("\"seconds\""), "{}", bad.text());
 }
 
+/// Names and shares (%) of the frames of an inferno flamegraph's bottom row above "all".
+fn root_frames(svg: &str) -> Vec<(String, f64)> {
+    // Each frame is `<g><title>NAME (N samples, P%)</title><rect x=".." y="Y" ...`.
+    let frames: Vec<(String, f64, f64)> = svg
+        .split("<g><title>")
+        .skip(1)
+        .filter_map(|g| {
+            let (title, rest) = g.split_once("</title>")?;
+            let y = rest.split("y=\"").nth(1)?.split('"').next()?.parse().ok()?;
+            let (name, counts) = title.rsplit_once(" (")?;
+            let share = counts
+                .rsplit_once(", ")?
+                .1
+                .trim_end_matches("%)")
+                .parse()
+                .ok()?;
+            Some((name.replace("&lt;", "<").replace("&gt;", ">"), share, y))
+        })
+        .collect();
+    let mut rows: Vec<f64> = frames.iter().map(|(_, _, y)| *y).collect();
+    rows.sort_by(f64::total_cmp);
+    rows.dedup();
+    let Some(&above_all) = rows.iter().rev().nth(1) else {
+        return Vec::new();
+    };
+    frames
+        .into_iter()
+        .filter(|(_, _, y)| *y == above_all)
+        .map(|(n, share, _)| (n, share))
+        .collect()
+}
+
 /// "12.50MB" -> bytes.
 fn parse_size(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -500,11 +532,28 @@ fn allocs_flamegraph_titles_name_worker_kind_duration_and_samples() {
     );
     let cpu = worker.get("/debug/pprof/flamegraph?seconds=2").text();
     assert!(cpu.contains("worker-bad CPU, 2 s, "), "CPU title");
-    // The runtime's frames below the task are trimmed: no tower of tokio frames at the root.
-    assert!(
-        !cpu.contains(">tokio::runtime::task::harness"),
-        "runtime frames left at the root"
-    );
+    // The runtime's frames below the task are trimmed: the row above "all" starts with the
+    // program's own functions, not with the thread start or tokio's scheduler.
+    for svg in [&cpu, &svg] {
+        let roots = root_frames(svg);
+        for (frame, _) in &roots {
+            for start in ["start_thread", "__rust_try", "std::", "clone"] {
+                assert!(
+                    !frame.starts_with(start),
+                    "thread start at the root: {roots:?}"
+                );
+            }
+        }
+        let program: f64 = roots
+            .iter()
+            .filter(|(f, _)| f.starts_with("profiling_lab::"))
+            .map(|(_, share)| share)
+            .sum();
+        assert!(
+            program > 50.0,
+            "most samples start in the program: {roots:?}"
+        );
+    }
 }
 
 #[test]
@@ -521,6 +570,24 @@ fn profiling_does_not_move_the_lesson_metrics() {
     let before = lesson(&worker.metrics());
     let cpu = worker.get("/debug/pprof/profile?seconds=2");
     assert_eq!(cpu.status, 200);
+    // The heap profile right after a CPU profile does not show the profiler.
+    let heap = go_pprof(
+        &go,
+        &["-top", "-nodecount=1000", &worker.url("/debug/pprof/heap")],
+    );
+    for frame in [
+        "pprof::",
+        "backtrace::",
+        "gimli",
+        "addr2line",
+        "jemalloc_pprof",
+        "prometheus::",
+    ] {
+        assert!(
+            !heap.contains(frame),
+            "profiler frame {frame} in the heap profile:\n{heap}"
+        );
+    }
     for path in [
         "/debug/pprof/heap",
         "/debug/pprof/allocs",
@@ -552,25 +619,6 @@ fn profiling_does_not_move_the_lesson_metrics() {
         ) > 0.0
     );
     assert!(observer_metric(&metrics, "worker_observer_allocations_total", "metrics") > 0.0);
-
-    // And the heap profile does not show it.
-    let heap = go_pprof(
-        &go,
-        &["-top", "-nodecount=1000", &worker.url("/debug/pprof/heap")],
-    );
-    for frame in [
-        "pprof::",
-        "backtrace::",
-        "gimli",
-        "addr2line",
-        "jemalloc_pprof",
-        "prometheus::",
-    ] {
-        assert!(
-            !heap.contains(frame),
-            "profiler frame {frame} in the heap profile:\n{heap}"
-        );
-    }
 }
 
 /// POSTs `body` to `url` (pprof's remote symbolization does this); returns status and text.

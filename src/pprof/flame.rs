@@ -29,6 +29,9 @@ const RUNTIME_FRAMES: &[&str] = &[
     "__libc_start",
     "main",
     "thread_start",
+    // std's panic guard around every thread's and task's entry point.
+    "__rust_try",
+    "__rust_begin_short_backtrace",
 ];
 
 /// Whether `name` belongs to the runtime (see [`RUNTIME_FRAMES`]); for `<T as Trait>::f`, the
