@@ -456,7 +456,7 @@ fn cpu_profiles_carry_the_binary_mapping_so_disasm_works() {
 
 #[test]
 fn symbol_and_cmdline_endpoints() {
-    let worker = warmed_up("optimized");
+    let worker = warmed_up("bad");
     let count = worker.get("/debug/pprof/symbol");
     assert_eq!(count.status, 200);
     assert_eq!(count.text(), "num_symbols: 1\n");
@@ -485,7 +485,7 @@ fn symbol_and_cmdline_endpoints() {
 
     let cmdline = worker.get("/debug/pprof/cmdline").text();
     let args: Vec<&str> = cmdline.split('\0').collect();
-    assert!(args[0].ends_with("worker-optimized"), "{args:?}");
+    assert!(args[0].ends_with("worker-bad"), "{args:?}");
     assert!(args.windows(2).any(|w| w == ["--rate", "1000"]), "{args:?}");
 }
 
