@@ -34,7 +34,7 @@ const RUNTIME_FRAMES: &[&str] = &[
     "__rust_begin_short_backtrace",
 ];
 
-/// Whether `name` belongs to the runtime (see [`RUNTIME_FRAMES`]); for `<T as Trait>::f`, the
+/// Whether `name` belongs to the runtime (thread start, `std`, `core`, `alloc`, tokio); for `<T as Trait>::f`, the
 /// type's path decides unless it has none (a generic `F`), then the trait's.
 pub fn is_runtime_frame(name: &str) -> bool {
     let path = strip_refs(name);

@@ -59,7 +59,7 @@ const SAMPLE_TYPES: [(&str, &str); 4] = [
 const ALLOC_SPACE: usize = 1;
 
 /// One dump of jemalloc's profile: per stack (leaf first), the unbiased values in the order of
-/// [`SAMPLE_TYPES`].
+/// Go's sample types (`alloc_objects`, `alloc_space`, `inuse_objects`, `inuse_space`).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// jemalloc's mean sampling interval in bytes.
