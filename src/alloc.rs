@@ -10,12 +10,21 @@
 //! every 512 KiB, with cumulative counts for the `allocs` profile) and a short dirty-page decay
 //! with a background thread, so that purges happen when a program churns memory. Those purges
 //! are what `worker_gc_runs_total` counts, the closest honest analogue of Go's GC cycles.
+//!
+//! Observers (profilers, `/metrics`, HTTP; see [`crate::observer`]) must not show up in what
+//! they observe. While a thread is in an observer scope, the allocator sends its allocations to
+//! a jemalloc arena of that observer's own, bypassing the thread cache so that no region of an
+//! observer arena is handed back to the lesson's code, and counts them in the observer's
+//! counters. jemalloc finds a region's arena from its address, so memory may be freed or grown
+//! in any scope.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering::{Acquire, Release};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 
+use tikv_jemalloc_sys as ffi;
 use tikv_jemallocator::Jemalloc;
 
 /// jemalloc's start-up options. `MALLOC_CONF` in the environment is applied after these, so a
@@ -95,10 +104,21 @@ pub fn release_thread_slot() {
 /// not counted; `realloc` counts as one allocation of the new size, as Go counts a grown slice.
 pub struct CountingAlloc;
 
-// SAFETY: every method forwards to jemalloc with the caller's arguments unchanged; the counting
-// touches only atomics and a `const` thread-local without a destructor, and never allocates.
+// SAFETY: every method forwards to jemalloc with the caller's arguments unchanged (inside an
+// observer scope: to `mallocx`/`rallocx`/`sdallocx` with the same size and alignment, plus an
+// arena and no thread cache); the counting touches only atomics and `const` thread-locals
+// without destructors, and never allocates or panics.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some((observer, arena)) = observer_arena() {
+            // SAFETY: `layout` has a non-zero size (the caller's contract), the flags name an
+            // arena `arenas.create` returned.
+            let ptr = unsafe { ffi::mallocx(layout.size(), arena | align_flags(layout)) };
+            if !ptr.is_null() {
+                record_observer(observer, layout.size());
+            }
+            return ptr.cast();
+        }
         // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::alloc`'s contract.
         let ptr = unsafe { Jemalloc.alloc(layout) };
         if !ptr.is_null() {
@@ -108,6 +128,19 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if let Some((observer, arena)) = observer_arena() {
+            // SAFETY: as for `alloc`.
+            let ptr = unsafe {
+                ffi::mallocx(
+                    layout.size(),
+                    arena | align_flags(layout) | ffi::MALLOCX_ZERO,
+                )
+            };
+            if !ptr.is_null() {
+                record_observer(observer, layout.size());
+            }
+            return ptr.cast();
+        }
         // SAFETY: as for `alloc`.
         let ptr = unsafe { Jemalloc.alloc_zeroed(layout) };
         if !ptr.is_null() {
@@ -117,11 +150,35 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if observer().is_some() {
+            // Straight back to the region's arena, not into this thread's cache, from which
+            // the lesson's next allocation could take it.
+            // SAFETY: `ptr` was allocated by this allocator with `layout` (caller's contract).
+            unsafe {
+                ffi::sdallocx(
+                    ptr.cast(),
+                    layout.size(),
+                    align_flags(layout) | ffi::MALLOCX_TCACHE_NONE,
+                )
+            };
+            return;
+        }
         // SAFETY: as for `alloc`.
         unsafe { Jemalloc.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if let Some((observer, arena)) = observer_arena() {
+            let new_layout = Layout::from_size_align(new_size, layout.align());
+            let flags = arena | new_layout.map_or(0, align_flags);
+            // SAFETY: `ptr` is live and was allocated with `layout`, `new_size` is non-zero
+            // (the caller's contract).
+            let new = unsafe { ffi::rallocx(ptr.cast(), new_size, flags) };
+            if !new.is_null() {
+                record_observer(observer, new_size);
+            }
+            return new.cast();
+        }
         // SAFETY: as for `alloc`.
         let new = unsafe { Jemalloc.realloc(ptr, layout, new_size) };
         if !new.is_null() {
@@ -129,6 +186,141 @@ unsafe impl GlobalAlloc for CountingAlloc {
         }
         new
     }
+}
+
+/// jemalloc's alignment flag, as `tikv-jemallocator` computes it: none when the natural
+/// alignment of the size class suffices.
+#[inline]
+fn align_flags(layout: Layout) -> i32 {
+    const ALIGNOF_MAX_ALIGN_T: usize = if cfg!(any(
+        target_arch = "x86",
+        target_arch = "arm",
+        target_arch = "mips",
+        target_arch = "powerpc"
+    )) {
+        8
+    } else {
+        16
+    };
+    if layout.align() <= ALIGNOF_MAX_ALIGN_T && layout.align() <= layout.size() {
+        0
+    } else {
+        ffi::MALLOCX_ALIGN(layout.align())
+    }
+}
+
+/// Number of observers; [`crate::observer::Observer`] has one variant per index.
+pub const OBSERVERS: usize = 5;
+const NO_ARENA: u32 = u32::MAX;
+/// Index + 1 of the observer whose scope the thread is in; 0 outside any scope.
+const LESSON: u8 = 0;
+
+/// Each observer's jemalloc arena, created on its first scope.
+static ARENAS: [AtomicU32; OBSERVERS] = [const { AtomicU32::new(NO_ARENA) }; OBSERVERS];
+/// Allocations made in each observer's scopes. Observers allocate rarely next to the lesson,
+/// so shared atomics are cheap enough here.
+static OBSERVER_SLOTS: [Slot; OBSERVERS] = [const { Slot::new() }; OBSERVERS];
+
+thread_local! {
+    static OBSERVING: Cell<u8> = const { Cell::new(LESSON) };
+}
+
+/// The observer whose scope the calling thread is in, by index.
+pub fn observer() -> Option<usize> {
+    match OBSERVING.with(Cell::get) {
+        LESSON => None,
+        n => Some(n as usize - 1),
+    }
+}
+
+/// The observer's index and the `mallocx` flags for its arena, when in a scope whose arena exists.
+#[inline]
+fn observer_arena() -> Option<(usize, i32)> {
+    let observer = observer()?;
+    let arena = ARENAS.get(observer)?.load(Relaxed);
+    (arena != NO_ARENA).then(|| {
+        (
+            observer,
+            ffi::MALLOCX_ARENA(arena as usize) | ffi::MALLOCX_TCACHE_NONE,
+        )
+    })
+}
+
+/// Puts the calling thread in `observer`'s scope (`None`: the lesson's), returning the scope it
+/// was in. Creates the observer's arena on first use, and switches jemalloc's heap sampling off
+/// for the thread while it observes. Used by [`crate::observer`], which pairs every call.
+pub(crate) fn set_observer(observer: Option<usize>) -> Option<usize> {
+    // An index out of range would make the allocator index past its tables: treat it as none.
+    let observer = observer.filter(|&i| i < OBSERVERS);
+    if let Some(i) = observer {
+        ensure_arena(i);
+    }
+    let previous = self::observer();
+    OBSERVING.with(|o| o.set(observer.map_or(LESSON, |i| i as u8 + 1)));
+    if previous.is_some() != observer.is_some() {
+        set_thread_sampling(observer.is_none());
+    }
+    previous
+}
+
+/// Allocation counts of observer `index`'s scopes.
+pub fn observer_counts(index: usize) -> AllocCounts {
+    OBSERVER_SLOTS
+        .get(index)
+        .map_or_else(AllocCounts::default, |slot| AllocCounts {
+            allocations: slot.allocations.load(Relaxed),
+            bytes: slot.bytes.load(Relaxed),
+        })
+}
+
+/// The jemalloc arena of observer `index`, once it has been created.
+pub fn observer_arena_index(index: usize) -> Option<u32> {
+    ARENAS
+        .get(index)
+        .map(|a| a.load(Relaxed))
+        .filter(|&a| a != NO_ARENA)
+}
+
+fn ensure_arena(index: usize) {
+    static CREATING: Mutex<()> = Mutex::new(());
+    if ARENAS[index].load(Relaxed) != NO_ARENA {
+        return;
+    }
+    let _creating = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+    if ARENAS[index].load(Relaxed) != NO_ARENA {
+        return;
+    }
+    // SAFETY: `arenas.create` returns the new arena's index as an `unsigned`.
+    // On failure (arena limit reached) the observer keeps using the default arenas and is
+    // still counted apart; only its memory then shows in the lesson's figures.
+    if let Ok(arena) = unsafe { tikv_jemalloc_ctl::raw::read::<u32>(b"arenas.create\0") } {
+        ARENAS[index].store(arena, Relaxed);
+    }
+}
+
+/// Turns jemalloc's heap sampling on or off for the calling thread (`thread.prof.active`).
+/// Fails quietly when jemalloc runs without profiling: then there is nothing to keep apart.
+fn set_thread_sampling(active: bool) {
+    static MIB: std::sync::OnceLock<Option<[usize; 3]>> = std::sync::OnceLock::new();
+    let mib = MIB.get_or_init(|| {
+        let mut mib = [0usize; 3];
+        tikv_jemalloc_ctl::raw::name_to_mib(b"thread.prof.active\0", &mut mib)
+            .ok()
+            .map(|()| mib)
+    });
+    if let Some(mib) = mib {
+        // SAFETY: `thread.prof.active` is a `bool`.
+        let _ = unsafe { tikv_jemalloc_ctl::raw::write_mib(mib, active) };
+    }
+}
+
+#[inline]
+fn record_observer(observer: usize, size: usize) {
+    let Some(slot) = OBSERVER_SLOTS.get(observer) else {
+        return;
+    };
+    slot.allocations.fetch_add(1, Relaxed);
+    slot.bytes.fetch_add(size as u64, Relaxed);
 }
 
 /// Enough for tokio's worker threads, its blocking pool and the main thread; a thread that finds

@@ -21,6 +21,7 @@
 //! | [`memory`] | jemalloc's statistics: allocated, resident, purges |
 //! | [`metrics`] | the `/metrics` registry |
 //! | [`runtime_metrics`] | tokio's runtime metrics and tokio-metrics' task monitors on `/metrics` |
+//! | [`observer`] | observer scopes: the instruments' own memory, allocations and CPU, kept apart |
 //! | [`pprof`] | CPU, heap, allocation and task profiles |
 //! | [`server`], [`http`] | the HTTP endpoints and their parameter checks |
 //! | [`cli`], [`worker`], [`shutdown`], [`summary`] | flags, the process's life, stopping, the exit report |
@@ -42,6 +43,7 @@ pub mod lock;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod observer;
 pub mod optimized;
 pub mod pool;
 pub mod pprof;

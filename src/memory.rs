@@ -4,17 +4,24 @@
 //! allocations), `resident` for `Sys` (physically resident pages the allocator holds), and the
 //! purge counters for `NumGC`. Rust has no garbage collector; what rises with allocation churn is
 //! jemalloc handing freed pages back to the operating system, one purge sweep at a time.
+//!
+//! `allocated` and `resident` are the lesson's: the arenas of the observers (profilers,
+//! `/metrics`, HTTP; see [`crate::observer`]) are subtracted, and read apart with
+//! [`observer_arenas`].
 
 use std::sync::OnceLock;
 
 use tikv_jemalloc_ctl::{epoch, raw, stats};
 
+use crate::alloc;
+
 /// A consistent snapshot of jemalloc's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MemoryStats {
-    /// Bytes in live allocations (`stats.allocated`).
+    /// Bytes in live allocations (`stats.allocated`), observers' arenas excluded.
     pub allocated: u64,
-    /// Bytes in pages the allocator has touched and not returned (`stats.resident`).
+    /// Bytes in pages the allocator has touched and not returned (`stats.resident`),
+    /// observers' arenas excluded.
     pub resident: u64,
     /// Purge sweeps over dirty and muzzy pages, summed over all arenas.
     pub purges: u64,
@@ -28,20 +35,63 @@ impl MemoryStats {
         // out; zeros are then the honest answer rather than a crash of the metrics endpoint.
         let _ = epoch::advance();
         let mibs = Mibs::get();
+        let observers = read_observer_arenas(mibs);
+        let allocated = stats::allocated::read().map_or(0, |v| v as u64);
+        let resident = stats::resident::read().map_or(0, |v| v as u64);
         MemoryStats {
-            allocated: stats::allocated::read().map_or(0, |v| v as u64),
-            resident: stats::resident::read().map_or(0, |v| v as u64),
+            allocated: allocated.saturating_sub(observers.iter().map(|a| a.allocated).sum::<u64>()),
+            resident: resident.saturating_sub(observers.iter().map(|a| a.resident).sum::<u64>()),
             purges: mibs.read(&mibs.dirty_npurge) + mibs.read(&mibs.muzzy_npurge),
         }
     }
 }
 
+/// One observer arena's memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArenaMemory {
+    /// Bytes in live allocations (`stats.arenas.<i>.small.allocated` + `large.allocated`).
+    pub allocated: u64,
+    /// Resident bytes (`stats.arenas.<i>.resident`).
+    pub resident: u64,
+}
+
+/// The memory of each observer's arena, by observer index (zeros for an arena not yet created).
+/// Advances the statistics epoch.
+pub fn observer_arenas() -> [ArenaMemory; alloc::OBSERVERS] {
+    let _ = epoch::advance();
+    read_observer_arenas(Mibs::get())
+}
+
+fn read_observer_arenas(mibs: &Mibs) -> [ArenaMemory; alloc::OBSERVERS] {
+    std::array::from_fn(|i| {
+        alloc::observer_arena_index(i).map_or_else(ArenaMemory::default, |arena| ArenaMemory {
+            allocated: arena_stat(&mibs.small_allocated, arena)
+                + arena_stat(&mibs.large_allocated, arena),
+            resident: arena_stat(&mibs.resident, arena),
+        })
+    })
+}
+
 /// Per-arena counters exist only through raw names; `4096` is jemalloc's `MALLCTL_ARENAS_ALL`,
 /// all arenas merged (a single arena index fails for arenas that were never initialised).
 /// Looking a name up is a string parse, so it is done once and the numeric path (MIB) kept.
+/// Reads a `size_t` statistic of `arena` through a MIB looked up for arena 0 (component 2 is
+/// the arena index).
+fn arena_stat<const N: usize>(mib: &Option<[usize; N]>, arena: u32) -> u64 {
+    mib.and_then(|mut mib| {
+        mib[2] = arena as usize;
+        // SAFETY: the three statistics read this way are `size_t`.
+        unsafe { raw::read_mib::<usize>(&mib) }.ok()
+    })
+    .map_or(0, |v| v as u64)
+}
+
 struct Mibs {
     dirty_npurge: Option<[usize; 4]>,
     muzzy_npurge: Option<[usize; 4]>,
+    small_allocated: Option<[usize; 5]>,
+    large_allocated: Option<[usize; 5]>,
+    resident: Option<[usize; 4]>,
 }
 
 impl Mibs {
@@ -50,11 +100,14 @@ impl Mibs {
         MIBS.get_or_init(|| Mibs {
             dirty_npurge: Self::lookup(b"stats.arenas.4096.dirty_npurge\0"),
             muzzy_npurge: Self::lookup(b"stats.arenas.4096.muzzy_npurge\0"),
+            small_allocated: Self::lookup(b"stats.arenas.0.small.allocated\0"),
+            large_allocated: Self::lookup(b"stats.arenas.0.large.allocated\0"),
+            resident: Self::lookup(b"stats.arenas.0.resident\0"),
         })
     }
 
-    fn lookup(name: &[u8]) -> Option<[usize; 4]> {
-        let mut mib = [0usize; 4];
+    fn lookup<const N: usize>(name: &[u8]) -> Option<[usize; N]> {
+        let mut mib = [0usize; N];
         raw::name_to_mib(name, &mut mib).ok().map(|()| mib)
     }
 

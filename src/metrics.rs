@@ -5,6 +5,10 @@
 //! forget it. Task counters are updated as tasks finish; everything about the runtime and the
 //! allocator is read when Prometheus scrapes (`RuntimeCollector`), so a quiet worker costs
 //! nothing between scrapes.
+//!
+//! The allocator and memory figures are the lesson's: what the observers (this very rendering,
+//! profiles, HTTP) cost is subtracted and shown in the `worker_observer_*{observer}` metrics
+//! instead (see [`crate::observer`]).
 
 use std::collections::HashMap;
 
@@ -21,6 +25,7 @@ use crate::kind::WorkerKind;
 use crate::lock::LockStats;
 use crate::memory::MemoryStats;
 use crate::problems::{Problem, Problems};
+use crate::observer::{self, Observer};
 use crate::task::Operation;
 
 /// Prometheus text exposition format 0.0.4. Prometheus 3 refuses a scrape without it.
@@ -136,19 +141,26 @@ impl Metrics {
             .register(Box::new(ProcessCollector::default()))
             .expect("unique metric names");
         metrics
+            .registry
+            .register(Box::new(ObserverCollector::new()))
+            .expect("unique metric names");
+        metrics
     }
 
     pub fn kind(&self) -> WorkerKind {
         self.kind
     }
 
-    /// The exposition text Prometheus scrapes.
+    /// The exposition text Prometheus scrapes. Rendering is an observer: its allocations and
+    /// CPU time show in `worker_observer_*{observer="metrics"}`, not in the lesson's figures.
     pub fn render(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 * 1024);
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding into a Vec cannot fail");
-        out
+        observer::scope(Observer::Metrics, || {
+            let mut out = Vec::with_capacity(16 * 1024);
+            TextEncoder::new()
+                .encode(&self.registry.gather(), &mut out)
+                .expect("text encoding into a Vec cannot fail");
+            out
+        })
     }
 
     /// Tasks processed so far, all operations.
@@ -184,12 +196,12 @@ const RUNTIME_METRICS: [(&str, &str, MetricType); 9] = [
     ),
     (
         "worker_allocated_memory_bytes",
-        "Bytes in live heap allocations (jemalloc stats.allocated).",
+        "Bytes in live heap allocations of the workload (jemalloc stats.allocated minus the observers' arenas).",
         MetricType::GAUGE,
     ),
     (
         "worker_total_allocations_bytes",
-        "Bytes ever allocated on the heap (counting allocator); a counter despite the guide's name.",
+        "Bytes ever allocated on the heap by the workload, observers excluded (counting allocator); a counter despite the guide's name.",
         MetricType::COUNTER,
     ),
     (
@@ -199,12 +211,12 @@ const RUNTIME_METRICS: [(&str, &str, MetricType); 9] = [
     ),
     (
         "worker_allocations_total",
-        "Heap allocation calls, whole process (counting allocator).",
+        "Heap allocation calls of the workload, observers excluded (counting allocator).",
         MetricType::COUNTER,
     ),
     (
         "worker_resident_memory_bytes",
-        "Bytes in physically resident pages held by the allocator (jemalloc stats.resident).",
+        "Bytes in physically resident pages the allocator holds for the workload (jemalloc stats.resident minus the observers' arenas).",
         MetricType::GAUGE,
     ),
     (
@@ -274,6 +286,39 @@ impl Collector for RuntimeCollector {
 }
 
 fn family(name: &str, help: &str, kind: MetricType, value: f64) -> MetricFamily {
+    labelled_family(name, help, kind, vec![(None, value)])
+}
+
+/// A family with one series per value, each with an optional `(label, value)` pair.
+fn labelled_family(
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: Vec<(Option<(&str, &str)>, f64)>,
+) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(help.to_owned());
+    family.set_field_type(kind);
+    family.set_metric(
+        series
+            .into_iter()
+            .map(|(label, value)| {
+                let mut metric = series_metric(kind, value);
+                if let Some((name, value)) = label {
+                    let mut pair = prometheus::proto::LabelPair::default();
+                    pair.set_name(name.to_owned());
+                    pair.set_value(value.to_owned());
+                    metric.set_label(vec![pair]);
+                }
+                metric
+            })
+            .collect(),
+    );
+    family
+}
+
+fn series_metric(kind: MetricType, value: f64) -> Metric {
     let mut metric = Metric::default();
     if kind == MetricType::COUNTER {
         let mut counter = Counter::default();
@@ -284,12 +329,83 @@ fn family(name: &str, help: &str, kind: MetricType, value: f64) -> MetricFamily 
         gauge.set_value(value);
         metric.set_gauge(gauge);
     }
-    let mut family = MetricFamily::default();
-    family.set_name(name.to_owned());
-    family.set_help(help.to_owned());
-    family.set_field_type(kind);
-    family.set_metric(vec![metric]);
-    family
+    metric
+}
+
+/// What the observers cost, read at scrape time: the observer effect, shown apart from the
+/// lesson's figures.
+struct ObserverCollector {
+    descs: Vec<Desc>,
+}
+
+/// Name, help and type of each metric `ObserverCollector` produces, each with an `observer`
+/// label (metrics, cpu_profile, heap_profile, task_profile, http).
+const OBSERVER_METRICS: [(&str, &str, MetricType); 4] = [
+    (
+        "worker_observer_memory_bytes",
+        "Bytes in live heap allocations made by an observer (profiler, /metrics, HTTP), kept out of worker_allocated_memory_bytes.",
+        MetricType::GAUGE,
+    ),
+    (
+        "worker_observer_allocations_total",
+        "Heap allocation calls made by an observer, kept out of worker_allocations_total.",
+        MetricType::COUNTER,
+    ),
+    (
+        "worker_observer_allocated_bytes_total",
+        "Bytes allocated by an observer, kept out of worker_total_allocations_bytes.",
+        MetricType::COUNTER,
+    ),
+    (
+        "worker_observer_cpu_seconds_total",
+        "Thread CPU time spent by an observer (included in process_cpu_seconds_total).",
+        MetricType::COUNTER,
+    ),
+];
+
+impl ObserverCollector {
+    fn new() -> ObserverCollector {
+        let descs = OBSERVER_METRICS
+            .iter()
+            .map(|(name, help, _)| {
+                Desc::new(
+                    (*name).to_owned(),
+                    (*help).to_owned(),
+                    vec!["observer".to_owned()],
+                    HashMap::new(),
+                )
+                .expect("valid metric")
+            })
+            .collect();
+        ObserverCollector { descs }
+    }
+}
+
+impl Collector for ObserverCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let costs = observer::costs();
+        let values = |value: fn(&observer::ObserverCost) -> f64| {
+            costs
+                .iter()
+                .map(|(o, cost)| (Some(("observer", o.label())), value(cost)))
+                .collect()
+        };
+        let series: [Vec<_>; 4] = [
+            values(|c| c.memory_bytes as f64),
+            values(|c| c.allocations.allocations as f64),
+            values(|c| c.allocations.bytes as f64),
+            values(|c| c.cpu_seconds),
+        ];
+        OBSERVER_METRICS
+            .iter()
+            .zip(series)
+            .map(|(&(name, help, kind), series)| labelled_family(name, help, kind, series))
+            .collect()
+    }
 }
 
 /// The standard `process_*` metrics, with `process_cpu_seconds_total` to the microsecond.

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Worker, go_pprof, require_go, wait_for};
+use support::{Worker, go_pprof, require_go, require_tool, wait_for};
 
 /// Enough load for CPU samples and heap samples in a couple of seconds, even in a debug build.
 const LOADED: &[&str] = &["--rate", "1000", "--data-size", "1000", "--tasks", "500"];
@@ -26,9 +26,16 @@ fn go_tool_pprof_reads_cpu_heap_allocs_and_goroutine_profiles() {
     let Some(go) = require_go() else { return };
     for kind in ["bad", "optimized"] {
         let worker = warmed_up(kind);
+        // pprof waits 1.5 times `seconds` by default; the profiler's first start in a debug
+        // build parses the binary's debug information for longer than that.
         let cpu = go_pprof(
             &go,
-            &["-top", &worker.url("/debug/pprof/profile?seconds=2")],
+            &[
+                "-top",
+                "-timeout",
+                "120",
+                &worker.url("/debug/pprof/profile?seconds=2"),
+            ],
         );
         assert!(cpu.contains("Type: cpu"), "worker-{kind} cpu:\n{cpu}");
         let heap = go_pprof(&go, &["-top", &worker.url("/debug/pprof/heap")]);
@@ -267,5 +274,388 @@ fn workers_exit_promptly_after_task_profiles() {
             "{}",
             stopped.output
         );
+    }
+}
+
+/// The value of `name{observer="OBSERVER"}` in an exposition.
+fn observer_metric(exposition: &str, name: &str, observer: &str) -> f64 {
+    let prefix = format!("{name}{{");
+    let label = format!("observer=\"{observer}\"");
+    exposition
+        .lines()
+        .find(|l| l.starts_with(&prefix) && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}{{{label}}} in:\n{exposition}"))
+}
+
+#[test]
+fn heap_and_allocs_have_gos_four_sample_types_and_period() {
+    let Some(go) = require_go() else { return };
+    let worker = warmed_up("bad");
+    for (path, default) in [
+        ("/debug/pprof/heap", "inuse_space"),
+        ("/debug/pprof/allocs", "alloc_space"),
+    ] {
+        let url = worker.url(path);
+        let top = go_pprof(&go, &["-top", &url]);
+        assert!(top.contains(&format!("Type: {default}")), "{path}:\n{top}");
+        for index in [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space",
+        ] {
+            let flag = format!("-sample_index={index}");
+            let top = go_pprof(&go, &["-top", &flag, &url]);
+            assert!(
+                top.contains(&format!("Type: {index}")),
+                "{path} {index}:\n{top}"
+            );
+        }
+        let raw = go_pprof(&go, &["-raw", &url]);
+        assert!(
+            raw.contains("PeriodType: space bytes") && raw.contains("Period: 524288"),
+            "{path}: jemalloc's 512 KiB interval, Go's default:\n{}",
+            &raw[..raw.len().min(600)]
+        );
+    }
+    // Object counts name the same bad code as bytes do.
+    let objects = go_pprof(
+        &go,
+        &[
+            "-top",
+            "-sample_index=alloc_objects",
+            &worker.url("/debug/pprof/allocs"),
+        ],
+    );
+    assert!(objects.contains("profiling_lab::bad::"), "{objects}");
+}
+
+#[test]
+fn allocs_delta_with_seconds_as_go_tool_pprof_asks() {
+    let Some(go) = require_go() else { return };
+    let worker = warmed_up("bad");
+    // `-seconds 2` makes pprof fetch `allocs?seconds=2`: what was allocated in those 2 s.
+    // pprof waits 1.5 times that by default; a debug build symbolizes slowly (`-timeout`).
+    let delta = go_pprof(
+        &go,
+        &[
+            "-top",
+            "-seconds",
+            "2",
+            "-timeout",
+            "120",
+            &worker.url("/debug/pprof/allocs"),
+        ],
+    );
+    assert!(delta.contains("Type: alloc_space"), "{delta}");
+    assert!(delta.contains("profiling_lab::bad::"), "{delta}");
+    let total = |top: &str| -> f64 {
+        // "Showing nodes accounting for X, Y% of Z total"
+        let line = top.lines().find(|l| l.contains(" total")).unwrap_or("");
+        let z = line
+            .rsplit(" of ")
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(" total");
+        parse_size(z).unwrap_or_else(|| panic!("no total in {line:?}"))
+    };
+    let since_start = go_pprof(&go, &["-top", &worker.url("/debug/pprof/allocs")]);
+    assert!(
+        total(&delta) < total(&since_start),
+        "a 2 s delta is less than everything since start:\n{delta}\n{since_start}"
+    );
+    // Bad values are refused with a message that names them.
+    let bad = worker.get("/debug/pprof/allocs?seconds=0");
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("\"seconds\""), "{}", bad.text());
+}
+
+/// Names and shares (%) of the frames of an inferno flamegraph's bottom row above "all".
+fn root_frames(svg: &str) -> Vec<(String, f64)> {
+    // Each frame is `<g><title>NAME (N samples, P%)</title><rect x=".." y="Y" ...`.
+    let frames: Vec<(String, f64, f64)> = svg
+        .split("<g><title>")
+        .skip(1)
+        .filter_map(|g| {
+            let (title, rest) = g.split_once("</title>")?;
+            let y = rest.split("y=\"").nth(1)?.split('"').next()?.parse().ok()?;
+            let (name, counts) = title.rsplit_once(" (")?;
+            let share = counts
+                .rsplit_once(", ")?
+                .1
+                .trim_end_matches("%)")
+                .parse()
+                .ok()?;
+            Some((name.replace("&lt;", "<").replace("&gt;", ">"), share, y))
+        })
+        .collect();
+    let mut rows: Vec<f64> = frames.iter().map(|(_, _, y)| *y).collect();
+    rows.sort_by(f64::total_cmp);
+    rows.dedup();
+    let Some(&above_all) = rows.iter().rev().nth(1) else {
+        return Vec::new();
+    };
+    frames
+        .into_iter()
+        .filter(|(_, _, y)| *y == above_all)
+        .map(|(n, share, _)| (n, share))
+        .collect()
+}
+
+/// "12.50MB" -> bytes.
+fn parse_size(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let scale = match unit {
+        "B" | "" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => return None,
+    };
+    n.parse::<f64>().ok().map(|n| n * scale)
+}
+
+#[test]
+fn heap_text_is_gos_debug_1_format() {
+    let worker = warmed_up("bad");
+    let text = worker.get("/debug/pprof/heap?debug=1");
+    assert_eq!(text.status, 200);
+    assert!(text.content_type.starts_with("text/plain"));
+    let text = text.text();
+    let header = text.lines().next().unwrap_or("");
+    assert!(
+        header.starts_with("heap profile: ") && header.ends_with(" @ heap/1048576"),
+        "{header}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("#\t0x") && l.contains("profiling_lab::")),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
+}
+
+#[test]
+fn cpu_profiles_carry_the_binary_mapping_so_disasm_works() {
+    let Some(go) = require_go() else { return };
+    if require_tool("objdump", "apt-get install -y binutils").is_none() {
+        return;
+    }
+    let worker = warmed_up("bad");
+    let dir = std::env::temp_dir().join(format!("lab-disasm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cpu.pb.gz");
+    let profile = worker.get("/debug/pprof/profile?seconds=3");
+    assert_eq!(profile.status, 200);
+    std::fs::write(&file, &profile.body).unwrap();
+    let file = file.to_str().unwrap();
+    let raw = go_pprof(&go, &["-raw", file]);
+    let binary = support::worker_binary("bad");
+    assert!(
+        raw.lines()
+            .any(|l| l.contains(binary) && !l.contains(" 0/0 ")),
+        "the first mapping is the worker binary, with its range:\n{}",
+        &raw[raw.find("Mappings").unwrap_or(0)..]
+    );
+    let disasm = go_pprof(&go, &["-disasm=profiling_lab.*bad", file]);
+    assert!(
+        disasm.contains("ROUTINE") && disasm.lines().filter(|l| l.contains(":")).count() > 5,
+        "no disassembly:\n{disasm}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn symbol_and_cmdline_endpoints() {
+    let worker = warmed_up("bad");
+    let count = worker.get("/debug/pprof/symbol");
+    assert_eq!(count.status, 200);
+    assert_eq!(count.text(), "num_symbols: 1\n");
+
+    // An address from a profile resolves to its function, as pprof's remote symbolization asks.
+    let text = worker.get("/debug/pprof/allocs?debug=1").text();
+    let (address, function) = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#\t"))
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|f| f.len() >= 2 && f[1].starts_with("profiling_lab::"))
+        .map(|f| (f[0].to_owned(), f[1].to_owned()))
+        .unwrap_or_else(|| panic!("no program frame in:\n{text}"));
+    let url = worker.url("/debug/pprof/symbol");
+    let answer = post(&url, address.as_bytes());
+    assert_eq!(answer.status, 200);
+    let answer = answer.text();
+    let line = answer.lines().nth(1).unwrap_or("");
+    assert!(line.starts_with(&address), "{answer}");
+    // Inlined frames share an address; the answer names the function that holds the code.
+    assert!(line.contains("profiling_lab::"), "{answer} for {function}");
+
+    let bad = post(&url, b"0x10+zz");
+    assert_eq!(bad.status, 400);
+    assert!(bad.text().contains("\"zz\""), "{}", bad.text());
+
+    let cmdline = worker.get("/debug/pprof/cmdline").text();
+    let args: Vec<&str> = cmdline.split('\0').collect();
+    assert!(args[0].ends_with("worker-bad"), "{args:?}");
+    assert!(args.windows(2).any(|w| w == ["--rate", "1000"]), "{args:?}");
+}
+
+#[test]
+fn index_counts_every_memory_profile() {
+    let worker = warmed_up("bad");
+    let index = worker.get("/debug/pprof/").text();
+    for link in ["allocs", "heap", "goroutine"] {
+        let cell = format!("</td><td><a href=\"{link}\">");
+        let count = index
+            .split(&cell)
+            .next()
+            .and_then(|before| before.rsplit('>').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no count for {link}:\n{index}"));
+        // A young worker may hold no sampled live allocation: heap can be 0, not missing.
+        assert!(count > 0 || link == "heap", "{link}: {count}");
+    }
+    for link in ["allocs_flamegraph", "cmdline", "symbol"] {
+        assert!(
+            index.contains(&format!("href=\"{link}")),
+            "index lacks {link}"
+        );
+    }
+}
+
+#[test]
+fn allocs_flamegraph_titles_name_worker_kind_duration_and_samples() {
+    let worker = warmed_up("bad");
+    let since_start = worker.get("/debug/pprof/allocs_flamegraph");
+    assert_eq!(since_start.status, 200, "{}", since_start.text());
+    assert_eq!(since_start.content_type, "image/svg+xml");
+    let svg = since_start.text();
+    assert!(svg.contains("worker-bad allocs, since start"), "title");
+    assert!(svg.contains(" samples"), "title");
+    assert!(svg.contains("profiling_lab::bad::"), "names the bad code");
+
+    let delta = worker
+        .get("/debug/pprof/allocs_flamegraph?seconds=2")
+        .text();
+    assert!(
+        delta.contains("worker-bad allocs, 2 s:"),
+        "title of a delta"
+    );
+    let cpu = worker.get("/debug/pprof/flamegraph?seconds=2").text();
+    assert!(cpu.contains("worker-bad CPU, 2 s, "), "CPU title");
+    // The runtime's frames below the task are trimmed: the row above "all" starts with the
+    // program's own functions, not with the thread start or tokio's scheduler.
+    for svg in [&cpu, &svg] {
+        let roots = root_frames(svg);
+        for (frame, _) in &roots {
+            for start in ["start_thread", "__rust_try", "std::", "clone"] {
+                assert!(
+                    !frame.starts_with(start),
+                    "thread start at the root: {roots:?}"
+                );
+            }
+        }
+        let program: f64 = roots
+            .iter()
+            .filter(|(f, _)| f.starts_with("profiling_lab::"))
+            .map(|(_, share)| share)
+            .sum();
+        assert!(
+            program > 50.0,
+            "most samples start in the program: {roots:?}"
+        );
+    }
+}
+
+#[test]
+fn profiling_does_not_move_the_lesson_metrics() {
+    let Some(go) = require_go() else { return };
+    let worker = warmed_up("optimized");
+    let lesson = |metrics: &str| {
+        [
+            "worker_allocated_memory_bytes",
+            "worker_resident_memory_bytes",
+        ]
+        .map(|name| support::metric_value(metrics, name).unwrap())
+    };
+    let before = lesson(&worker.metrics());
+    let cpu = worker.get("/debug/pprof/profile?seconds=2");
+    assert_eq!(cpu.status, 200);
+    // The heap profile right after a CPU profile does not show the profiler.
+    let heap = go_pprof(
+        &go,
+        &["-top", "-nodecount=1000", &worker.url("/debug/pprof/heap")],
+    );
+    for row in heap.lines() {
+        // `flat flat% sum% cum cum% NAME`; std's `std::sys::backtrace::...` thread entry is
+        // not the backtrace crate, so match crate paths at the start of the name.
+        let name: Vec<&str> = row.split_whitespace().skip(5).collect();
+        let name = name.join(" ");
+        let name = name.trim_start_matches(['<', '&']);
+        for krate in [
+            "pprof::",
+            "backtrace::",
+            "gimli::",
+            "addr2line::",
+            "jemalloc_pprof::",
+            "pprof_util::",
+            "prometheus::",
+        ] {
+            assert!(
+                !name.starts_with(krate),
+                "profiler frame in the heap profile: {row}\n{heap}"
+            );
+        }
+    }
+    for path in [
+        "/debug/pprof/heap",
+        "/debug/pprof/allocs",
+        "/debug/pprof/goroutine",
+    ] {
+        assert_eq!(worker.get(path).status, 200, "{path}");
+    }
+    let metrics = worker.metrics();
+    let after = lesson(&metrics);
+    // Before the observers were kept apart, one CPU profile added about 85 MB to both; what
+    // moves now is the workload's own noise. 8 MiB is a wide margin for a loaded debug build.
+    for (i, name) in ["allocated", "resident"].iter().enumerate() {
+        assert!(
+            (after[i] - before[i]).abs() < 8.0 * 1024.0 * 1024.0,
+            "lesson {name} memory moved from {} to {} after profiling",
+            before[i],
+            after[i]
+        );
+    }
+    // The profiler's memory is there, shown apart.
+    let cpu_memory = observer_metric(&metrics, "worker_observer_memory_bytes", "cpu_profile");
+    assert!(cpu_memory > 10e6, "the CPU sampler's table: {cpu_memory}");
+    assert!(observer_metric(&metrics, "worker_observer_cpu_seconds_total", "cpu_profile") > 0.0);
+    assert!(
+        observer_metric(
+            &metrics,
+            "worker_observer_allocations_total",
+            "heap_profile"
+        ) > 0.0
+    );
+    assert!(observer_metric(&metrics, "worker_observer_allocations_total", "metrics") > 0.0);
+}
+
+/// POSTs `body` to `url` (pprof's remote symbolization does this); returns status and text.
+fn post(url: &str, body: &[u8]) -> support::Response {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut response = agent.post(url).send(body).expect("POST");
+    support::Response {
+        status: response.status().as_u16(),
+        content_type: String::new(),
+        body: response.body_mut().read_to_vec().expect("body"),
     }
 }

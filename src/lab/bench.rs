@@ -10,6 +10,8 @@
 //!   its turn, `/metrics` answering throughout, and the worker still stopping on SIGTERM.
 //! - what the runtime metrics (poll-time histogram, task monitors) cost the optimized worker
 //!   running flat out ([`runtime_metrics`]).
+//! - whether observing the optimized worker changes its lesson metrics (see
+//!   [`observer_bench`](crate::lab::observer_bench)).
 //!
 //! Timings alternate between the variants being compared and report medians, so a burst of
 //! noise from the rest of the machine lands on both sides instead of skewing one.
@@ -60,6 +62,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub profile_concurrency: u64,
 
+    /// Length of the CPU profile the observer section takes of a running worker-optimized
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub observer_seconds: u64,
+
     /// Print the figures as JSON instead of a table
     #[arg(long)]
     pub json: bool,
@@ -75,6 +81,7 @@ pub struct BenchReport {
     pub leaked: LeakedTasks,
     pub storms: Vec<Storm>,
     pub runtime_metrics: runtime_metrics::RuntimeMetricsCost,
+    pub observer: crate::lab::observer_bench::ObserverEffect,
 }
 
 /// A storm of task-profile requests against one server, and what `/metrics` did meanwhile.
@@ -173,6 +180,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
     storms.extend(leaked_storm);
     eprintln!("measuring the runtime metrics' cost on the optimized worker flat out...");
     let runtime_metrics = runtime_metrics::measure(data_size, round, ROUNDS)?;
+    eprintln!(
+        "profiling and scraping a running worker-optimized ({} s CPU profile)...",
+        args.observer_seconds
+    );
+    let observer = crate::lab::observer_bench::measure(args.observer_seconds)?;
 
     let report = BenchReport {
         data_size,
@@ -182,6 +194,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         leaked,
         storms,
         runtime_metrics,
+        observer,
     };
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -747,5 +760,7 @@ fn table(r: &BenchReport) -> String {
             );
         }
     }
+    let _ = writeln!(out);
+    out.push_str(&crate::lab::observer_bench::table(&r.observer));
     out
 }

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod observer_bench;
 pub mod procs;
 pub mod profile;
 pub mod stack;

@@ -25,6 +25,19 @@ impl Default for StringTable {
 }
 
 impl StringTable {
+    /// A table that starts with `strings` (a profile's table, whose index 0 is "").
+    pub fn from_strings(strings: Vec<String>) -> StringTable {
+        if strings.is_empty() {
+            return StringTable::default();
+        }
+        let index = strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as i64))
+            .collect();
+        StringTable { strings, index }
+    }
+
     pub fn intern(&mut self, s: &str) -> i64 {
         if let Some(&i) = self.index.get(s) {
             return i;

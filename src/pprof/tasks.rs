@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use pprof::protos;
 use tokio::sync::Semaphore;
 
+use crate::observer::{self, Observer};
 use crate::http::{ApiError, Params};
 use crate::pprof::encode::{self, StringTable};
 use crate::tasks::{self, TaskInfo, TaskKind, TaskState};
@@ -106,10 +107,12 @@ pub async fn handler(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     })
 }
 
+/// Runs task-profile work on the blocking pool, in the task profile's observer scope: its memory,
+/// allocations and CPU show in `worker_observer_*{observer="task_profile"}`, not the lesson's.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
+    tokio::task::spawn_blocking(move || observer::scope(Observer::TaskProfile, work))
         .await
         .map_err(|e| ApiError::internal("task profile", e))?
 }
