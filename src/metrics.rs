@@ -24,8 +24,8 @@ use crate::alloc;
 use crate::kind::WorkerKind;
 use crate::lock::LockStats;
 use crate::memory::MemoryStats;
-use crate::problems::{Problem, Problems};
 use crate::observer::{self, Observer};
+use crate::problems::{Problem, Problems};
 use crate::task::Operation;
 
 /// Prometheus text exposition format 0.0.4. Prometheus 3 refuses a scrape without it.

@@ -41,6 +41,9 @@ pub enum Observer {
     TaskProfile,
     /// Serving HTTP: connections, request parsing, responses.
     Http,
+    /// The lock profile (`/debug/pprof/mutex`): stacks captured at contended call sites and
+    /// their symbolization.
+    MutexProfile,
 }
 
 impl Observer {
@@ -51,6 +54,7 @@ impl Observer {
         Observer::HeapProfile,
         Observer::TaskProfile,
         Observer::Http,
+        Observer::MutexProfile,
     ];
 
     /// The `observer` label value.
@@ -61,6 +65,7 @@ impl Observer {
             Observer::HeapProfile => "heap_profile",
             Observer::TaskProfile => "task_profile",
             Observer::Http => "http",
+            Observer::MutexProfile => "mutex_profile",
         }
     }
 

@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{ApiError, ErrorBodies, Params};
 use crate::metrics::{self, Metrics};
+use crate::observer::{self, Observer};
 use crate::pprof;
 use crate::tasks::{self, TaskKind};
 
@@ -130,7 +131,13 @@ pub fn spawn_connection(
     stop: CancellationToken,
     force: CancellationToken,
 ) -> JoinHandle<()> {
-    tasks::spawn(TaskKind::Http, connection(stream, app, slot, stop, force))
+    // The HTTP surface is an instrument, not the workload: everything a connection allocates
+    // (hyper's buffers, the response) is charged to `worker_observer_*{observer="http"}`, and
+    // what it serves inside (a scrape, a profile) to that observer in turn.
+    tasks::spawn(
+        TaskKind::Http,
+        observer::instrument(Observer::Http, connection(stream, app, slot, stop, force)),
+    )
 }
 
 /// Serves one connection's requests until the client closes it, it breaks a limit, or shutdown.

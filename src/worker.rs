@@ -23,6 +23,7 @@ use crate::cli::{self, WorkerArgs};
 use crate::kind::WorkerKind;
 use crate::memory::MemoryStats;
 use crate::metrics::Metrics;
+use crate::observer::{self, Observer};
 use crate::optimized::Optimized;
 use crate::pool::{self, Context, RunTotals, Strategy};
 use crate::pprof::cpu::{self, CpuSession};
@@ -114,9 +115,14 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
         runtime: Handle::current(),
         stopping: shutdown.stopping().clone(),
     };
+    // The accept loop spawns each connection's task: in the HTTP observer's scope, so that
+    // what spawning costs is the observer's too.
     let mut server = tasks::spawn(
         TaskKind::Http,
-        server::serve(listener, state, server_stop.clone(), SHUTDOWN_GRACE),
+        observer::instrument(
+            Observer::Http,
+            server::serve(listener, state, server_stop.clone(), SHUTDOWN_GRACE),
+        ),
     );
 
     let ctx = Arc::new(

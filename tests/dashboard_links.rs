@@ -45,23 +45,12 @@ const FAST: &[&str] = &[
 /// Metrics other branches add (CONTRACTS.md), not served by the workers on this branch yet: the
 /// panels that show them are checked for their links, not for their series. The integrator
 /// removes this list after merging `tasks` and `observer`.
-const PENDING_METRICS: &[&str] = &[
-    // observer (issue 8, part B), pending its merge
-    "worker_observer_memory_bytes",
-    "worker_observer_allocations_total",
-    "worker_observer_allocated_bytes_total",
-    "worker_observer_cpu_seconds_total",
-];
+const PENDING_METRICS: &[&str] = &[];
 
 /// Profile endpoints other branches add (CONTRACTS.md). Until they land, these links may answer
 /// 400 or 404; once they answer 200 they are checked like every other. The integrator removes
 /// this list after merging `observer`.
-const PENDING_ENDPOINTS: &[&str] = &[
-    // observer: Go's delta allocs profile (400 "unknown parameter" before it)
-    "/debug/pprof/allocs?seconds=30",
-    // observer: the allocation flame graph (404 before it)
-    "/debug/pprof/allocs_flamegraph?seconds=30",
-];
+const PENDING_ENDPOINTS: &[&str] = &[];
 
 /// Grafana's proxy to the dashboard's datasource: the prefix of the alert-rules link.
 const DATASOURCE_PROXY: &str = "/api/datasources/proxy/uid/${datasource}";

@@ -51,13 +51,7 @@ const PATIENCE: Duration = Duration::from_secs(120);
 /// Dashboard metrics other branches add (CONTRACTS.md), not served on this branch yet: panels
 /// showing them only have to evaluate. The integrator removes this list after merging `tasks`
 /// (worker_live_tasks) and `observer` (worker_observer_*).
-const PENDING_METRICS: &[&str] = &[
-    // observer (issue 8, part B), pending its merge
-    "worker_observer_memory_bytes",
-    "worker_observer_allocations_total",
-    "worker_observer_allocated_bytes_total",
-    "worker_observer_cpu_seconds_total",
-];
+const PENDING_METRICS: &[&str] = &[];
 
 fn prometheus_bin() -> Option<PathBuf> {
     require_tool("prometheus", INSTALL_PROMETHEUS)

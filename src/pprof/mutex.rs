@@ -26,6 +26,7 @@ use pprof::protos;
 use super::MAX_SECONDS;
 use super::encode::{self, StringTable};
 use crate::http::{ApiError, Params};
+use crate::observer::{self, Observer};
 
 /// Frames kept per stack, like Go's 32-deep profiles with room for async machinery.
 const MAX_DEPTH: usize = 64;
@@ -59,19 +60,26 @@ pub(crate) fn note_site(site: &'static Location<'static>) {
     if sites.contains_key(site) {
         return;
     }
-    let mut stack = Vec::with_capacity(MAX_DEPTH);
-    backtrace::trace(|frame| {
-        stack.push(frame.clone());
-        stack.len() < MAX_DEPTH
+    // The capture is the lock profile's work, not the lesson's: it must not show up as the
+    // waiting task's allocations.
+    let stack = observer::scope(Observer::MutexProfile, || {
+        let mut stack = Vec::with_capacity(MAX_DEPTH);
+        backtrace::trace(|frame| {
+            stack.push(frame.clone());
+            stack.len() < MAX_DEPTH
+        });
+        stack
     });
-    sites.insert(
-        site,
-        Site {
-            stack,
-            contentions: 0,
-            delay_ns: 0,
-        },
-    );
+    observer::scope(Observer::MutexProfile, || {
+        sites.insert(
+            site,
+            Site {
+                stack,
+                contentions: 0,
+                delay_ns: 0,
+            },
+        )
+    });
 }
 
 /// Adds one contended acquisition at `site` that waited `waited`.
@@ -141,10 +149,14 @@ pub async fn handler(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
         (sites, Some(Duration::from_secs(seconds)))
     };
     // Symbolizing reads debug info: tens of milliseconds of CPU, off the runtime's threads.
-    let body = tokio::task::spawn_blocking(move || encode_profile(&sites, started, duration))
-        .await
-        .map_err(|e| ApiError::internal("mutex profile", e))?
-        .map_err(|e| ApiError::internal("mutex profile", e))?;
+    let body = tokio::task::spawn_blocking(move || {
+        observer::scope(Observer::MutexProfile, || {
+            encode_profile(&sites, started, duration)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal("mutex profile", e))?
+    .map_err(|e| ApiError::internal("mutex profile", e))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),

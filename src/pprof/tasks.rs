@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use pprof::protos;
 use tokio::sync::Semaphore;
 
-use crate::observer::{self, Observer};
 use crate::http::{ApiError, Params};
+use crate::observer::{self, Observer};
 use crate::pprof::encode::{self, StringTable};
 use crate::tasks::{self, TaskInfo, TaskKind, TaskState};
 
