@@ -309,14 +309,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "prints the seal's cost in this build"]
-    fn seal_cost() {
-        let started = std::time::Instant::now();
-        let sealed = seal(1, 10_000);
-        eprintln!("seal of 10000 values: {:?} ({sealed})", started.elapsed());
-    }
-
-    #[test]
     fn buckets_cover_negative_values() {
         assert_eq!(bucket(-1), BUCKETS - 1);
         assert_eq!(bucket(BUCKETS as i64), 0);

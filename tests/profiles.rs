@@ -186,24 +186,32 @@ fn flamegraph_and_index_page() {
 #[test]
 fn one_cpu_profile_at_a_time() {
     let worker = warmed_up("optimized");
-    let url = worker.url("/debug/pprof/profile?seconds=10");
+    let url = worker.url("/debug/pprof/profile?seconds=30");
     let first = std::thread::spawn(move || profiling_lab::client::get(&url, PATIENCE).unwrap());
-    // Not a sleep: on a loaded machine the first request may reach the worker late. Until it
-    // holds the profiler, a second one gets it (200) and the next try asks again.
-    let second = wait_for("the first profile to hold the profiler", PATIENCE, || {
-        let second = worker.get("/debug/pprof/flamegraph?seconds=1");
-        assert!(
-            [200, 409].contains(&second.status),
-            "{} {}",
-            second.status,
-            second.text()
-        );
-        (second.status == 409).then_some(second)
+    // Not a sleep, and not a second profile as a probe (it could take the profiler first): the
+    // sampler's table is allocated when a profile starts, in the CPU profiler's observer arena,
+    // so its memory says the first request holds the profiler.
+    wait_for("the first profile to hold the profiler", PATIENCE, || {
+        let exposition = worker.get("/metrics").text();
+        let held = exposition.lines().any(|line| {
+            line.starts_with("worker_observer_memory_bytes{")
+                && line.contains("observer=\"cpu_profile\"")
+                && line
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|bytes| bytes > f64::from(1u32 << 20))
+        });
+        held.then_some(())
     });
+    let second = worker.get("/debug/pprof/flamegraph?seconds=1");
+    assert_eq!(second.status, 409, "{}", second.text());
     assert!(
         second
             .text()
-            .contains("busy with a request for /debug/pprof/profile")
+            .contains("busy with a request for /debug/pprof/profile"),
+        "{}",
+        second.text()
     );
     assert_eq!(first.join().unwrap().status, 200);
     // Released once the first finished.

@@ -22,6 +22,12 @@ const RUNTIME_FRAMES: &[&str] = &[
     "tokio::",
     "tokio_util::",
     "futures_util::",
+    // tokio's `tracing` feature (for tokio-console) wraps every spawned future in a span.
+    "tracing::instrument::",
+    // The task registry's and tokio-metrics' wrappers around every task (`tasks::track`).
+    "profiling_lab::tasks::Tracked",
+    "profiling_lab::observer::Observed",
+    "tokio_metrics::",
     "__clone",
     "clone3",
     "start_thread",
