@@ -27,7 +27,7 @@
   outputs =
     inputs@{ flake-parts, ... }:
     flake-parts.lib.mkFlake { inherit inputs; } {
-      # Linux is the lab's home (perf, task dumps, OCI images, VM test); macOS on Apple
+      # Linux is the lab's home (perf, OCI images, VM test); macOS on Apple
       # silicon gets the packages, the demo and the shell.
       systems = [
         "x86_64-linux"

@@ -38,7 +38,7 @@
         # The tests run once, in checks.nextest, with the tools they need.
         doCheck = false;
         # The release profile keeps limited debug info (`debug = "limited"`: function paths and
-        # file:line) that the in-process symbolization of every profile and task dump reads;
+        # file:line) that the in-process symbolization of every profile reads;
         # stdenv's default strip would drop it.
         dontStrip = true;
         meta = {
