@@ -320,6 +320,12 @@ fn labelled_family(
 
 fn series_metric(kind: MetricType, value: f64) -> Metric {
     let mut metric = Metric::default();
+    set_value(&mut metric, kind, value);
+    metric
+}
+
+/// Gives `metric` `value` as a counter or a gauge, as `kind` says.
+pub(crate) fn set_value(metric: &mut Metric, kind: MetricType, value: f64) {
     if kind == MetricType::COUNTER {
         let mut counter = Counter::default();
         counter.set_value(value);
@@ -329,7 +335,6 @@ fn series_metric(kind: MetricType, value: f64) -> Metric {
         gauge.set_value(value);
         metric.set_gauge(gauge);
     }
-    metric
 }
 
 /// What the observers cost, read at scrape time: the observer effect, shown apart from the

@@ -27,13 +27,12 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use tokio::runtime::{Handle, HistogramConfiguration, LogHistogram, RuntimeMetrics};
 use tokio_metrics::{Instrumented, TaskMetrics, TaskMonitor};
 use tokio_util::either::Either;
 
+use crate::metrics::set_value;
 use crate::tasks::TaskKind;
 
 /// A poll at least this long counts as long: `worker_runtime_long_polls_total`, and the task
@@ -603,18 +602,6 @@ fn value_metric(label: &str, label_value: &str, kind: MetricType, value: f64) ->
     let mut metric = labelled(label, label_value);
     set_value(&mut metric, kind, value);
     metric
-}
-
-fn set_value(metric: &mut Metric, kind: MetricType, value: f64) {
-    if kind == MetricType::COUNTER {
-        let mut counter = Counter::default();
-        counter.set_value(value);
-        metric.set_counter(counter);
-    } else {
-        let mut gauge = Gauge::default();
-        gauge.set_value(value);
-        metric.set_gauge(gauge);
-    }
 }
 
 fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {

@@ -486,17 +486,7 @@ fn is_allocator_frame(name: &str) -> bool {
 /// Drops allocator and standard-library frames from the leaf end of every sample: whole
 /// locations, and the inlined lines at the top of the first location that is not all of them.
 pub fn trim_allocator_frames(profile: &mut pprof::protos::Profile) {
-    let names: HashMap<u64, &str> = profile
-        .function
-        .iter()
-        .map(|f| {
-            let name = profile
-                .string_table
-                .get(f.name as usize)
-                .map_or("", String::as_str);
-            (f.id, name)
-        })
-        .collect();
+    let names = crate::pprof::symbolize::function_names(profile);
     // Per location: (leading allocator lines, all lines).
     let leading: HashMap<u64, (usize, usize)> = profile
         .location

@@ -89,10 +89,9 @@ pub fn profile(stacks: &[Stack]) -> Result<Profile, String> {
     Ok(profile)
 }
 
-/// Names of each sample's frames from the root to the leaf, inlined frames included.
-pub fn frame_names(profile: &Profile) -> Vec<Vec<&str>> {
-    use std::collections::HashMap;
-    let functions: HashMap<u64, &str> = profile
+/// Each function's name by its id.
+pub fn function_names(profile: &Profile) -> std::collections::HashMap<u64, &str> {
+    profile
         .function
         .iter()
         .map(|f| {
@@ -102,7 +101,13 @@ pub fn frame_names(profile: &Profile) -> Vec<Vec<&str>> {
                 .map_or("", String::as_str);
             (f.id, name)
         })
-        .collect();
+        .collect()
+}
+
+/// Names of each sample's frames from the root to the leaf, inlined frames included.
+pub fn frame_names(profile: &Profile) -> Vec<Vec<&str>> {
+    use std::collections::HashMap;
+    let functions = function_names(profile);
     let locations: HashMap<u64, &pprof::protos::Location> =
         profile.location.iter().map(|l| (l.id, l)).collect();
     profile
