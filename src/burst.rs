@@ -105,8 +105,8 @@ impl fmt::Display for Burst {
             f,
             "{}x:{}/{}",
             self.factor,
-            humantime::format_duration(self.on),
-            humantime::format_duration(self.every)
+            crate::cli::format_duration(self.on),
+            crate::cli::format_duration(self.every)
         )
     }
 }

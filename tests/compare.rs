@@ -128,6 +128,7 @@ fn json_report_teaches_the_lesson_and_out_holds_samples_charts_and_html() {
     assert_eq!(report["settings"]["data_size"], 500);
     assert_eq!(report["settings"]["interval_seconds"], 0.5);
     assert_eq!(report["settings"]["warmup_seconds"], 2.0);
+    assert_eq!(report["settings"]["problems"], "all");
     let samples = report["samples_per_worker"].as_u64().unwrap();
     assert!((8..=10).contains(&samples), "{samples} samples");
     for subject in ["bad", "optimized", "ratio", "units"] {
@@ -324,6 +325,11 @@ fn bad_arguments_are_rejected_before_any_worker_starts() {
             &["--interval", "half of --duration"],
         ),
         (&["--profiles"], &["--out"]),
+        (
+            &["--problems", "leak,slow"],
+            &["--problems", "\"slow\"", "contention"],
+        ),
+        (&["--burst", "2x:10s"], &["--burst", "ON/EVERY"]),
     ] {
         let run = lab(&[&["compare"], args].concat());
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);

@@ -205,6 +205,8 @@ mod tests {
             tasks: 1,
             workers: 1,
             seed: 0,
+            problems: "all".to_owned(),
+            burst: None,
         };
         let text = "\
 worker_active_goroutines 1
@@ -253,6 +255,8 @@ worker_task_processing_duration_seconds_bucket{le=\"+Inf\"} 1
             tasks: 1,
             workers: 1,
             seed: 0,
+            problems: "all".to_owned(),
+            burst: None,
         };
         let summaries = ExitSummaries {
             bad: String::new(),

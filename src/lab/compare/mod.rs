@@ -105,6 +105,17 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
 
+    /// The bad worker's problems (its --problems): all, none, or a list of leak, capacity,
+    /// churn, blocking, contention, backlog; one lesson at a time, e.g. --problems contention.
+    /// worker-optimized has every fix whatever this says
+    #[arg(long, value_name = "LIST", default_value = "all", value_parser = crate::problems::Problems::parse)]
+    problems: crate::problems::Problems,
+
+    /// Bursts of load for both workers (their --burst): FACTORx[:ON/EVERY], e.g. 5x:10s/30s for
+    /// lesson 6 (overload), or off
+    #[arg(long, value_name = "SPEC", default_value = "off", value_parser = crate::burst::Burst::parse)]
+    burst: ::std::option::Option<crate::burst::Burst>,
+
     /// Print the report as JSON on stdout instead of the table
     #[arg(long)]
     json: bool,
@@ -115,8 +126,8 @@ pub struct CompareArgs {
     out: Option<PathBuf>,
 
     /// Have each worker write a CPU profile of the whole run and a heap profile at exit
-    /// (--cpuprofile, --memprofile) into --out. The CPU profiler's own memory (tens of MB) then
-    /// shows in both workers' memory figures
+    /// (--cpuprofile, --memprofile) into --out. The profilers' own memory is kept out of the
+    /// memory figures (worker_observer_memory_bytes shows it)
     #[arg(long, requires = "out")]
     profiles: bool,
 
@@ -172,6 +183,8 @@ pub fn run(args: CompareArgs) -> Result<ExitCode, String> {
         tasks: args.tasks,
         workers: args.workers,
         seed: args.seed,
+        problems: args.problems.to_string(),
+        burst: args.burst.map(|b| b.to_string()),
     };
     let worker_flags: Vec<String> = settings
         .worker_flags()

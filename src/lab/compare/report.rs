@@ -291,15 +291,23 @@ pub struct Settings {
     pub tasks: u64,
     pub workers: u64,
     pub seed: u64,
+    /// The bad worker's `--problems` (worker-optimized ignores it).
+    pub problems: String,
+    /// Both workers' `--burst`, if any.
+    pub burst: Option<String>,
 }
 
 impl Settings {
     /// The worker flags, as a command line would show them.
     pub fn worker_flags(&self) -> String {
-        format!(
-            "--rate {} --data-size {} --tasks {} --workers {} --seed {}",
-            self.rate, self.data_size, self.tasks, self.workers, self.seed
-        )
+        let mut flags = format!(
+            "--rate {} --data-size {} --tasks {} --workers {} --seed {} --problems {}",
+            self.rate, self.data_size, self.tasks, self.workers, self.seed, self.problems
+        );
+        if let Some(burst) = &self.burst {
+            flags.push_str(&format!(" --burst {burst}"));
+        }
+        flags
     }
 }
 

@@ -164,8 +164,13 @@ impl Plan {
             "--workers".to_owned(),
             args.workers.to_string(),
             "--duration".to_owned(),
-            humantime::format_duration(args.duration).to_string(),
+            crate::cli::format_duration(args.duration),
+            "--problems".to_owned(),
+            args.problems.to_string(),
         ];
+        if let Some(burst) = &args.burst {
+            worker_args.extend(["--burst".to_owned(), burst.to_string()]);
+        }
         if let Some(size) = args.data_size {
             worker_args.extend(["--data-size".to_owned(), size.to_string()]);
         }
