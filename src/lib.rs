@@ -28,6 +28,7 @@ pub mod alloc;
 pub mod bad;
 pub mod cli;
 pub mod client;
+pub mod exercise;
 pub mod http;
 pub mod kind;
 pub mod lab;

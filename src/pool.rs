@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,9 +17,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::alloc;
+use crate::alloc::{self, AllocCounts};
 use crate::metrics::Metrics;
-use crate::task::{Generator, Operation, TaskError, TaskSpec};
+use crate::task::{self, Generator, Operation, TaskError, TaskSpec};
 
 /// What one run does; the flags of both workers map onto it.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,9 @@ pub struct RunConfig {
     pub rate: u32,
     /// Seed of the task stream; the same seed gives both workers the same tasks.
     pub seed: u64,
+    /// Produce exactly this many tasks, then close the queue: the run ends once all are
+    /// handled (`--max-tasks`, so that `lab check` grades every worker on the same tasks).
+    pub max_tasks: Option<u64>,
 }
 
 /// What every part of a run shares.
@@ -43,6 +47,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// The slowest task seen, for the exit summary.
     pub audit: Audit,
+    /// Every handled task's result and allocations, kept outside the strategy (`lab check`).
+    pub ledger: Ledger,
 }
 
 impl Context {
@@ -52,6 +58,7 @@ impl Context {
             metrics,
             shutdown,
             audit: Audit::default(),
+            ledger: Ledger::default(),
         }
     }
 }
@@ -176,6 +183,83 @@ impl Audit {
     }
 }
 
+/// What the handled tasks add up to, recorded by the pool around every `Strategy::handle`: the
+/// strategy cannot skip, forge or hide an entry. `lab check` compares the checksum with the one
+/// it computes itself from `optimized::process`, and grades allocations per task from it.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    handled: AtomicU64,
+    failed: AtomicU64,
+    /// Wrapping sum of [`ledger_entry`] over the handled tasks: the order workers finish in
+    /// does not matter, a missing, extra or different result does.
+    checksum: AtomicU64,
+    allocations: AtomicU64,
+    bytes: AtomicU64,
+    reallocations: AtomicU64,
+}
+
+/// The ledger's totals at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerTotals {
+    pub handled: u64,
+    pub failed: u64,
+    /// As a hex string: JSON readers lose precision above 2^53.
+    #[serde(with = "hex_u64")]
+    pub checksum: u64,
+    pub allocations: u64,
+    pub bytes: u64,
+    pub reallocations: u64,
+}
+
+/// One task's contribution to the ledger's checksum: its id and its result (digest, or where
+/// it failed validation).
+pub fn ledger_entry(id: u64, result: &Result<u64, TaskError>) -> u64 {
+    match result {
+        Ok(digest) => task::mix(&[id, 0, *digest]),
+        Err(TaskError::CorruptValue { index }) => task::mix(&[id, 1, *index as u64]),
+        Err(TaskError::EmptyPayload) => task::mix(&[id, 2]),
+    }
+}
+
+impl Ledger {
+    fn record(&self, id: u64, result: &Result<u64, TaskError>, made: Option<(AllocCounts, u64)>) {
+        self.handled.fetch_add(1, Relaxed);
+        if result.is_err() {
+            self.failed.fetch_add(1, Relaxed);
+        }
+        self.checksum.fetch_add(ledger_entry(id, result), Relaxed);
+        if let Some((made, reallocations)) = made {
+            self.allocations.fetch_add(made.allocations, Relaxed);
+            self.bytes.fetch_add(made.bytes, Relaxed);
+            self.reallocations.fetch_add(reallocations, Relaxed);
+        }
+    }
+
+    pub fn totals(&self) -> LedgerTotals {
+        LedgerTotals {
+            handled: self.handled.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            checksum: self.checksum.load(Relaxed),
+            allocations: self.allocations.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            reallocations: self.reallocations.load(Relaxed),
+        }
+    }
+}
+
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{value:016x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        u64::from_str_radix(&text, 16).map_err(serde::de::Error::custom)
+    }
+}
+
 enum Sender {
     Unbounded(mpsc::UnboundedSender<TaskSpec>),
     Bounded(mpsc::Sender<TaskSpec>),
@@ -236,10 +320,15 @@ async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> R
     // Below tokio's 1 ms timer resolution, ticks arrive in bursts; catching up keeps the rate.
     pace.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut totals = RunTotals::default();
+    let limit = config.max_tasks.unwrap_or(u64::MAX);
     for round in 0.. {
+        if totals.tasks_produced >= limit {
+            // `--max-tasks` reached: dropping the sender lets the workers drain the queue and stop.
+            return totals;
+        }
         totals.rounds_started += 1;
         let guard = strategy.start_round(round, ctx);
-        for _ in 0..config.tasks_per_round {
+        for _ in 0..config.tasks_per_round.min(limit - totals.tasks_produced) {
             tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => {
@@ -290,12 +379,17 @@ pub fn handle_counted<S: Strategy>(
     task: TaskSpec,
     ctx: &Arc<Context>,
 ) -> Result<u64, TaskError> {
-    let before = alloc::thread_counts();
+    let id = task.id;
+    let before = alloc::thread_counts().zip(alloc::thread_reallocations());
     let result = strategy.handle(worker, task, ctx);
-    if let (Some(before), Some(after)) = (before, alloc::thread_counts()) {
-        let made = after.since(before);
+    let after = alloc::thread_counts().zip(alloc::thread_reallocations());
+    let made = before
+        .zip(after)
+        .map(|((before, grown), (after, grown_after))| (after.since(before), grown_after - grown));
+    if let Some((made, _)) = made {
         ctx.metrics.task_allocations.inc_by(made.allocations);
         ctx.metrics.task_allocated_bytes.inc_by(made.bytes);
     }
+    ctx.ledger.record(id, &result, made);
     result
 }

@@ -23,6 +23,7 @@ use crate::cli::{self, WorkerArgs};
 use crate::kind::WorkerKind;
 use crate::memory::MemoryStats;
 use crate::metrics::Metrics;
+use crate::exercise::Exercise;
 use crate::optimized::Optimized;
 use crate::pool::{self, Context, RunTotals, Strategy};
 use crate::pprof::cpu::{self, CpuSession};
@@ -123,6 +124,15 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
         WorkerKind::Optimized => {
             drive(Optimized::new(&ctx.config), &ctx, &shutdown, args.duration).await
         }
+        WorkerKind::Exercise => {
+            drive(Exercise::new(&ctx.config), &ctx, &shutdown, args.duration).await
+        }
+    };
+    // With --max-tasks, what `lab check` grades: read after the run, before anything else
+    // (the summary, profiles) can spawn or end tasks.
+    let ledger = match ctx.config.max_tasks {
+        Some(_) => Some(ledger_line(&ctx, live_tasks_start).await),
+        None => None,
     };
     let task_allocs = alloc::AllocCounts {
         allocations: metrics.task_allocations.get(),
@@ -146,6 +156,9 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
     // First what the run was for; a closed stdout must not lose the profiles either.
     let mut stdout = io::stdout().lock();
     let _ = write!(stdout, "{summary}").and_then(|()| stdout.flush());
+    if let Some(ledger) = ledger {
+        let _ = writeln!(stdout, "{ledger}").and_then(|()| stdout.flush());
+    }
     drop(stdout);
 
     // Each profile on its own: a CPU profile that cannot be written does not cost the heap one.
@@ -210,6 +223,53 @@ async fn drive<S: Strategy>(
         () = shutdown.forced().cancelled() => None,
     };
     (totals, reason, strategy)
+}
+
+/// The `lab-ledger {json}` line `--max-tasks` prints after the summary: the pool's ledger and
+/// the tasks the run left alive. It waits (up to 2 s) until the live-task count holds still,
+/// so that helpers that were told to finish have had their last poll.
+async fn ledger_line(ctx: &Context, live_tasks_start: usize) -> String {
+    let alive = || Handle::current().metrics().num_alive_tasks();
+    let (mut last, mut steady) = (alive(), 0);
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = alive();
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+        if steady >= 4 {
+            break;
+        }
+    }
+    let report = LedgerReport {
+        totals: ctx.ledger.totals(),
+        tasks_left_alive: last.saturating_sub(live_tasks_start) as u64,
+        metrics_processed: ctx.metrics.processed_total(),
+        metrics_errors: ctx.metrics.errors_total(),
+        audited: ctx.audit.slowest().is_some(),
+    };
+    format!(
+        "{LEDGER_PREFIX}{}",
+        serde_json::to_string(&report).unwrap_or_default()
+    )
+}
+
+/// What starts the ledger line on stdout.
+pub const LEDGER_PREFIX: &str = "lab-ledger ";
+
+/// The ledger line's JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerReport {
+    #[serde(flatten)]
+    pub totals: pool::LedgerTotals,
+    /// Live tokio tasks after the run beyond those before it: the tasks the strategy leaked
+    /// (no HTTP client is connected while `lab check` runs a worker).
+    pub tasks_left_alive: u64,
+    /// `worker_tasks_processed_total` and `worker_task_errors_total`, which the strategy
+    /// records: an honest worker's match the ledger's counts.
+    pub metrics_processed: u64,
+    pub metrics_errors: u64,
+    /// The audit saw at least one task (the summary's slowest task).
+    pub audited: bool,
 }
 
 /// The whole-run CPU profile, symbolized off the async threads.

@@ -27,6 +27,9 @@ pub enum Service {
     WorkerOptimized,
     Prometheus,
     Grafana,
+    /// The learner's worker (`lab exercise`); not in [`Service::ALL`]: the demo runs it only
+    /// when asked to.
+    WorkerExercise,
 }
 
 impl Service {
@@ -43,6 +46,7 @@ impl Service {
             Service::WorkerOptimized => "worker-optimized",
             Service::Prometheus => "prometheus",
             Service::Grafana => "grafana",
+            Service::WorkerExercise => "worker-exercise",
         }
     }
 
@@ -50,6 +54,7 @@ impl Service {
         match kind {
             WorkerKind::Bad => Service::WorkerBad,
             WorkerKind::Optimized => Service::WorkerOptimized,
+            WorkerKind::Exercise => Service::WorkerExercise,
         }
     }
 
@@ -60,6 +65,7 @@ impl Service {
             Service::WorkerOptimized => "--optimized-port",
             Service::Prometheus => "--prometheus-port",
             Service::Grafana => "--grafana-port",
+            Service::WorkerExercise => "--exercise-port",
         }
     }
 
@@ -69,6 +75,7 @@ impl Service {
             Service::WorkerOptimized => ports.optimized,
             Service::Prometheus => ports.prometheus,
             Service::Grafana => ports.grafana,
+            Service::WorkerExercise => WorkerKind::Exercise.default_port(),
         }
     }
 }

@@ -1,0 +1,92 @@
+//! Lesson 1, task leaks: the tasks a run leaves alive, told apart by source.
+//!
+//! Two helpers leak in the bad worker: a progress reporter per round and an audit helper per
+//! failed task. The workload has rounds and failures in numbers far apart, so the count left
+//! alive says which source remains. Fixing one is half the lesson, and the check says so.
+
+use super::{Grade, Hint, Runs, Status};
+
+/// How many of each helper a run left alive: (per-round reporters, per-failure audits).
+///
+/// Reads the pool's count of tasks left alive after the run (no HTTP client connected, so
+/// every one is the strategy's) and splits it by the nearest mix of the two sources. When the
+/// task registry's `worker_live_tasks{kind="helper"}` and the task profile's spawn sites are
+/// in, this is the one function to read them instead.
+pub fn leak_sources(left_alive: u64, rounds: u64, failures: u64) -> (u64, u64) {
+    let candidates = [(0, 0), (0, failures), (rounds, 0), (rounds, failures)];
+    candidates
+        .into_iter()
+        .min_by_key(|(r, f)| left_alive.abs_diff(r + f))
+        .unwrap_or((0, 0))
+}
+
+pub fn grade(runs: &Runs) -> Grade {
+    let rounds = runs.workload.rounds();
+    let failures = runs.expected.failed;
+    let left = |run: &super::runs::Run| run.ledger.tasks_left_alive;
+    let (exercise, bad, optimized) = (left(&runs.exercise), left(&runs.bad), left(&runs.optimized));
+    let extra = exercise.saturating_sub(optimized);
+    let (reporters, audits) = leak_sources(extra, rounds, failures);
+    let status = match (reporters, audits) {
+        (0, 0) if extra <= 1 => Status::Fixed,
+        (0, _) | (_, 0) if extra <= rounds.max(failures) + 1 => Status::Partial,
+        _ => Status::NotYet,
+    };
+    let detail = match (reporters > 0, audits > 0) {
+        (false, false) => "no helper outlives its work".to_owned(),
+        (true, false) => format!(
+            "half fixed: no audit helper is left waiting, but {reporters} progress reporters \
+             (one per round, {rounds} rounds) still run after their round"
+        ),
+        (false, true) => format!(
+            "half fixed: the reporters stop with their round, but {audits} audit helpers (one \
+             per failed task, {failures} failed) still wait for an outcome that never comes"
+        ),
+        (true, true) => format!(
+            "{reporters} per-round helpers ({rounds} rounds) and {audits} per-failure helpers \
+             ({failures} failed tasks) outlive their work"
+        ),
+    };
+    let bad_expected = rounds + failures;
+    let confidence = if bad.abs_diff(bad_expected) <= 1 && optimized <= 1 {
+        format!(
+            "high: exact task counts after all {} tasks; the bad worker left {bad} ({rounds} \
+             rounds + {failures} failures), the optimized {optimized}",
+            runs.workload.tasks
+        )
+    } else {
+        format!(
+            "low: the bad worker left {bad} tasks where {bad_expected} were expected and the \
+             optimized {optimized}; something else spawns tasks"
+        )
+    };
+    Grade {
+        status,
+        measured: "tasks left alive after the run".to_owned(),
+        unit: "tasks",
+        exercise: exercise as f64,
+        bad: bad as f64,
+        optimized: optimized as f64,
+        detail,
+        confidence,
+        hint: Hint {
+            metric: "worker_active_goroutines{worker_type=\"exercise\"}: does it climb round \
+                     after round, or with worker_task_errors_total?"
+                .to_owned(),
+            command: "go tool pprof -top http://127.0.0.1:9093/debug/pprof/goroutine".to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sources_are_told_apart() {
+        assert_eq!(leak_sources(0, 20, 6), (0, 0));
+        assert_eq!(leak_sources(6, 20, 6), (0, 6));
+        assert_eq!(leak_sources(21, 20, 6), (20, 0));
+        assert_eq!(leak_sources(26, 20, 6), (20, 6));
+    }
+}
