@@ -43,7 +43,11 @@ fn shared_target() -> &'static Path {
             .map(PathBuf::from)
             .unwrap_or_else(|| Path::new(MANIFEST_DIR).join("target"));
         let shared = target.join("exercise-check");
-        let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
         let ours = target.join(profile);
         if !shared.join(profile).join("deps").is_dir() && ours.join("deps").is_dir() {
             std::fs::create_dir_all(shared.join(profile)).expect("shared target dir");
@@ -108,7 +112,10 @@ fn status_of(report: &Value, lesson: &str) -> String {
 fn patch(text: &str, edits: &[(&str, &str)]) -> String {
     let mut out = text.to_owned();
     for (from, to) in edits {
-        assert!(out.contains(from), "`{from}` is not in the exercise any more");
+        assert!(
+            out.contains(from),
+            "`{from}` is not in the exercise any more"
+        );
         out = out.replace(from, to);
     }
     out
@@ -157,7 +164,10 @@ const CHURN_FIXED: &[(&str, &str)] = &[
         "Operation::Stats => stats(payload.clone()),",
         "Operation::Stats => stats(payload),",
     ),
-    ("let mut sorted = payload.clone();", "let mut sorted = payload;"),
+    (
+        "let mut sorted = payload.clone();",
+        "let mut sorted = payload;",
+    ),
     (
         "task::weighted_checksum(sorted.clone().into_iter())",
         "task::weighted_checksum(sorted.into_iter())",
@@ -201,7 +211,10 @@ fn start_refuses_to_clobber_changes_and_reset_restores_a_lesson() {
     let start = std::fs::read_to_string(&path).unwrap();
     let (code, stdout, stderr) = lab(tree.path(), &["exercise", "start"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("src/exercise.rs") && stdout.contains("lab check"), "{stdout}");
+    assert!(
+        stdout.contains("src/exercise.rs") && stdout.contains("lab check"),
+        "{stdout}"
+    );
 
     let edited = patch(&patch(&start, &[REPORTERS_STOP]), CAPACITY_FIXED);
     std::fs::write(&path, &edited).unwrap();
@@ -212,8 +225,14 @@ fn start_refuses_to_clobber_changes_and_reset_restores_a_lesson() {
 
     let (code, diff, _) = lab(tree.path(), &["exercise", "diff"]);
     assert_eq!(code, 0);
-    assert!(diff.contains("-        pool::spawn_helper(progress_reporter"), "{diff}");
-    assert!(diff.contains("+    let mut payload = Vec::with_capacity(data_size);"), "{diff}");
+    assert!(
+        diff.contains("-        pool::spawn_helper(progress_reporter"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+    let mut payload = Vec::with_capacity(data_size);"),
+        "{diff}"
+    );
 
     let (code, _, stderr) = lab(tree.path(), &["exercise", "reset", "leak"]);
     assert_eq!(code, 0, "{stderr}");
@@ -255,7 +274,10 @@ fn the_grader_fails_the_bad_worker_passes_the_fixes_lesson_by_lesson() {
         .replace("Optimized {\n", "Exercise {\n");
     let (code, report) = check(root, &optimized);
     assert_eq!(code, 0, "{report}");
-    assert!(statuses(&report).iter().all(|(_, s)| s == "fixed"), "{report}");
+    assert!(
+        statuses(&report).iter().all(|(_, s)| s == "fixed"),
+        "{report}"
+    );
 
     // One lesson fixed: that one passes, the others do not.
     let leak_fixed = patch(&start, &[REPORTERS_STOP, AUDITS_RELEASED]);
@@ -296,9 +318,11 @@ fn the_grader_fails_the_bad_worker_passes_the_fixes_lesson_by_lesson() {
     assert_eq!(code, 1, "{report}");
     let problems = report["problems"].to_string();
     assert!(problems.contains("results differ"), "{report}");
-    assert!(report["lessons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|l| l["passed"] == Value::Bool(false)));
+    assert!(
+        report["lessons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["passed"] == Value::Bool(false))
+    );
 }

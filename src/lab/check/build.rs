@@ -7,11 +7,7 @@ use std::process::Command;
 use crate::kind::WorkerKind;
 
 /// The workers `lab check` runs.
-pub const WORKERS: [WorkerKind; 3] = [
-    WorkerKind::Exercise,
-    WorkerKind::Bad,
-    WorkerKind::Optimized,
-];
+pub const WORKERS: [WorkerKind; 3] = [WorkerKind::Exercise, WorkerKind::Bad, WorkerKind::Optimized];
 
 /// `debug` or `release`: what this `lab` binary is, so the check reuses the same build.
 pub const fn profile() -> &'static str {
@@ -53,7 +49,13 @@ pub fn build(tree: &Path) -> Result<PathBuf, String> {
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .map(|dir| if dir.is_absolute() { dir } else { tree.join(dir) })
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                tree.join(dir)
+            }
+        })
         .unwrap_or_else(|| tree.join("target"));
     Ok(target.join(profile()))
 }

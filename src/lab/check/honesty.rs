@@ -15,7 +15,13 @@ const SLOWER_FACTOR: u32 = 4;
 const SLOWER_SLACK: Duration = Duration::from_secs(10);
 
 /// Why a run cannot be graded; empty when it can.
-pub fn problems(run: &Run, reference: &Run, slowest_reference: Duration, expected: &Expected, workload: &Workload) -> Vec<String> {
+pub fn problems(
+    run: &Run,
+    reference: &Run,
+    slowest_reference: Duration,
+    expected: &Expected,
+    workload: &Workload,
+) -> Vec<String> {
     let ledger = &run.ledger;
     let totals = &ledger.totals;
     let mut problems = Vec::new();

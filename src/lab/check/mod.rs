@@ -294,7 +294,11 @@ fn render(report: &Report) -> String {
     text.push_str(&format!(
         "{passed} of {} lessons fixed{}\n",
         report.lessons.len(),
-        if report.passed { "." } else { "; `lab exercise diff` shows your change so far." }
+        if report.passed {
+            "."
+        } else {
+            "; `lab exercise diff` shows your change so far."
+        }
     ));
     text
 }

@@ -97,7 +97,11 @@ fn finish(
             tail(&format!("{out}{err}"), 15)
         ));
     }
-    let Some(line) = out.lines().rev().find_map(|l| l.strip_prefix(LEDGER_PREFIX)) else {
+    let Some(line) = out
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(LEDGER_PREFIX))
+    else {
         return Err(format!(
             "{binary} printed no ledger line (`{}...`) at exit",
             LEDGER_PREFIX.trim_end()

@@ -89,6 +89,9 @@ mod tests {
         let failed = expected(&workload).failed;
         let rounds = workload.rounds();
         assert!(failed >= 3, "{failed} failing tasks");
-        assert!(rounds.abs_diff(failed) >= 4, "{rounds} rounds, {failed} failures");
+        assert!(
+            rounds.abs_diff(failed) >= 4,
+            "{rounds} rounds, {failed} failures"
+        );
     }
 }

@@ -31,12 +31,30 @@ pub struct LessonId {
 
 /// Every lesson the lab has or will have, numbered as in bad.rs and docs; `--problems` names.
 pub const LESSON_IDS: [LessonId; 6] = [
-    LessonId { number: 1, id: "leak" },
-    LessonId { number: 2, id: "capacity" },
-    LessonId { number: 3, id: "churn" },
-    LessonId { number: 4, id: "blocking" },
-    LessonId { number: 5, id: "contention" },
-    LessonId { number: 6, id: "backlog" },
+    LessonId {
+        number: 1,
+        id: "leak",
+    },
+    LessonId {
+        number: 2,
+        id: "capacity",
+    },
+    LessonId {
+        number: 3,
+        id: "churn",
+    },
+    LessonId {
+        number: 4,
+        id: "blocking",
+    },
+    LessonId {
+        number: 5,
+        id: "contention",
+    },
+    LessonId {
+        number: 6,
+        id: "backlog",
+    },
 ];
 
 /// One `// ---- ` section of the file: its marker line and the lessons it belongs to.
@@ -206,6 +224,18 @@ fn symptom(block: &[&str]) -> Vec<String> {
 fn section_lessons(lines: &[&str], marker: usize) -> Vec<&'static str> {
     let title = lines[marker].trim_start().trim_start_matches(MARKER);
     let head = title.split(':').next().unwrap_or("");
+    // A generated marker names its lessons: `(capacity, churn)`.
+    if let Some((_, ids)) = head.split_once('(')
+        && let Some((ids, _)) = ids.split_once(')')
+    {
+        let named: Vec<&'static str> = ids
+            .split(',')
+            .filter_map(|id| LESSON_IDS.iter().find(|l| l.id == id.trim()).map(|l| l.id))
+            .collect();
+        if !named.is_empty() {
+            return named;
+        }
+    }
     let mut found = lesson_numbers(head);
     if found.is_empty()
         && let Some(next) = lines.get(marker + 1)
@@ -285,7 +315,12 @@ mod tests {
         assert!(!start.contains("Bad"), "{start}");
         assert!(start.contains("Shows in:"));
         // The explanations of the bugs go.
-        for cure in ["never exits", "no capacity", "told only about successes", "Lesson 3: a"] {
+        for cure in [
+            "never exits",
+            "no capacity",
+            "told only about successes",
+            "Lesson 3: a",
+        ] {
             assert!(!start.contains(cure), "`{cure}` is still in the start");
         }
         let ids: Vec<Vec<&str>> = sections(&start).into_iter().map(|s| s.lessons).collect();

@@ -82,10 +82,11 @@ impl Tree {
 
     fn at(dir: &Path) -> Option<Tree> {
         let manifest = fs::read_to_string(dir.join("Cargo.toml")).ok()?;
-        (manifest.contains("name = \"profiling-lab\"") && dir.join("src/bad.rs").is_file())
-            .then(|| Tree {
+        (manifest.contains("name = \"profiling-lab\"") && dir.join("src/bad.rs").is_file()).then(
+            || Tree {
                 root: dir.to_path_buf(),
-            })
+            },
+        )
     }
 
     pub fn exercise(&self) -> PathBuf {
@@ -95,8 +96,8 @@ impl Tree {
     /// The exercise's start, generated from this tree's src/bad.rs.
     pub fn start(&self) -> Result<String, String> {
         let bad = self.root.join("src/bad.rs");
-        let text = fs::read_to_string(&bad)
-            .map_err(|e| format!("cannot read {}: {e}", bad.display()))?;
+        let text =
+            fs::read_to_string(&bad).map_err(|e| format!("cannot read {}: {e}", bad.display()))?;
         Ok(generate::exercise_start(&text))
     }
 
@@ -201,7 +202,10 @@ fn reset_all(tree: &Tree, force: bool) -> Result<ExitCode, String> {
 }
 
 /// Checks lesson names against the lessons the exercise has sections for.
-pub fn known_lessons<'a>(names: &'a [String], sections: &[Section]) -> Result<Vec<&'a str>, String> {
+pub fn known_lessons<'a>(
+    names: &'a [String],
+    sections: &[Section],
+) -> Result<Vec<&'a str>, String> {
     let allowed: Vec<&str> = LESSON_IDS
         .iter()
         .map(|l| l.id)
@@ -231,7 +235,10 @@ fn reset_lessons(tree: &Tree, names: &[String]) -> Result<ExitCode, String> {
     let path = tree.exercise();
     let Some(current) = tree.current()? else {
         tree.write_exercise(&start)?;
-        println!("{} was missing: the whole start is in place", path.display());
+        println!(
+            "{} was missing: the whole start is in place",
+            path.display()
+        );
         return Ok(ExitCode::SUCCESS);
     };
     let restored = restore_sections(&start, &current, &lessons).map_err(|marker| {
@@ -339,7 +346,10 @@ fn status(tree: &Tree) -> Result<ExitCode, String> {
             }
             Some(_) => "changed",
         };
-        println!("  {:<60} {state}", section.marker.trim_end_matches(['-', ' ']));
+        println!(
+            "  {:<60} {state}",
+            section.marker.trim_end_matches(['-', ' '])
+        );
     }
     println!("grade it with `lab check`, see the change with `lab exercise diff`");
     Ok(ExitCode::SUCCESS)
@@ -359,10 +369,17 @@ mod tests {
                 "pool::spawn_helper(progress_reporter",
                 "drop(progress_reporter",
             )
-            .replace("let mut payload = Vec::new();", "let mut payload = Vec::with_capacity(data_size);");
+            .replace(
+                "let mut payload = Vec::new();",
+                "let mut payload = Vec::with_capacity(data_size);",
+            );
         assert_ne!(edited, start);
         let restored = restore_sections(&start, &edited, &["leak"]).unwrap();
-        assert!(restored.text.contains("pool::spawn_helper(progress_reporter"));
+        assert!(
+            restored
+                .text
+                .contains("pool::spawn_helper(progress_reporter")
+        );
         assert!(restored.text.contains("Vec::with_capacity(data_size);"));
         let all = restore_sections(&start, &edited, &["capacity", "leak"]).unwrap();
         assert_eq!(all.text, start);
@@ -387,6 +404,9 @@ mod tests {
     fn unknown_lessons_list_the_known_ones() {
         let sections = generate::sections(&generate::exercise_start(BAD));
         let err = known_lessons(&["leaks".to_owned()], &sections).unwrap_err();
-        assert!(err.contains("`leaks`") && err.contains("leak, capacity, churn"), "{err}");
+        assert!(
+            err.contains("`leaks`") && err.contains("leak, capacity, churn"),
+            "{err}"
+        );
     }
 }
