@@ -15,21 +15,23 @@ use serde_json::Value;
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
-/// A copy of what building the workers needs: manifest, lock file, cargo config and sources.
+/// A copy of the tree without its build output and history: the sources, the manifest and the
+/// configs the `lab` binary embeds.
 fn copy_tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = Path::new(MANIFEST_DIR);
-    for file in ["Cargo.toml", "Cargo.lock"] {
-        std::fs::copy(root.join(file), dir.path().join(file)).expect("copy manifest");
-    }
-    for sub in [".cargo", "src"] {
+    for entry in std::fs::read_dir(root).expect("read the tree") {
+        let name = entry.expect("tree entry").file_name();
+        if name == "target" || name == ".git" {
+            continue;
+        }
         let status = Command::new("cp")
             .arg("-R")
-            .arg(root.join(sub))
-            .arg(dir.path().join(sub))
+            .arg(root.join(&name))
+            .arg(dir.path().join(&name))
             .status()
             .expect("cp");
-        assert!(status.success(), "copying {sub}");
+        assert!(status.success(), "copying {}", name.to_string_lossy());
     }
     dir
 }
@@ -52,11 +54,24 @@ fn shared_target() -> &'static Path {
         if !shared.join(profile).join("deps").is_dir() && ours.join("deps").is_dir() {
             std::fs::create_dir_all(shared.join(profile)).expect("shared target dir");
             for sub in ["deps", "build", ".fingerprint"] {
-                let _ = Command::new("cp")
-                    .arg("-a")
+                // Compiled artifacts as hard links: no second copy of gigabytes on disk; rustc
+                // writes new artifacts to new files and cargo leaves fresh ones alone. Cargo's
+                // fingerprints, which it rewrites in place, are copied. A plain copy where
+                // links cannot be made.
+                let link = if sub == ".fingerprint" { "-a" } else { "-al" };
+                let linked = Command::new("cp")
+                    .arg(link)
                     .arg(ours.join(sub))
                     .arg(shared.join(profile))
-                    .status();
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !linked {
+                    let _ = Command::new("cp")
+                        .arg("-a")
+                        .arg(ours.join(sub))
+                        .arg(shared.join(profile))
+                        .status();
+                }
             }
         }
         shared
@@ -64,12 +79,13 @@ fn shared_target() -> &'static Path {
 }
 
 fn lab(tree: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lab"))
-        .args(args)
-        .current_dir(tree)
-        .env("CARGO_TARGET_DIR", shared_target())
-        .output()
-        .expect("run lab");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lab"));
+    command.args(args).current_dir(tree);
+    // Only a check that gets as far as building needs the shared target dir.
+    if args == ["check", "--json"] {
+        command.env("CARGO_TARGET_DIR", shared_target());
+    }
+    let out = command.output().expect("run lab");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

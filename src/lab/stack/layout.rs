@@ -65,7 +65,8 @@ impl Service {
             Service::WorkerOptimized => "--optimized-port",
             Service::Prometheus => "--prometheus-port",
             Service::Grafana => "--grafana-port",
-            Service::WorkerExercise => "--exercise-port",
+            // Fixed at its default port; `check_port` says so instead of naming a flag.
+            Service::WorkerExercise => "--exercise",
         }
     }
 
