@@ -278,7 +278,10 @@ fn the_grader_fails_the_bad_worker_passes_the_fixes_lesson_by_lesson() {
         assert_eq!(status, "not_yet", "{lesson} at the start: {report}");
     }
     let leak = &report["lessons"][0];
-    assert!(leak["exercise"].as_f64() > Some(0.0) && leak["optimized"].as_f64() == Some(0.0));
+    assert!(
+        leak["exercise"].as_f64() > leak["optimized"].as_f64(),
+        "the start leaves more tasks alive than the optimized worker: {leak}"
+    );
 
     // The optimized worker's code in the slot passes every lesson.
     let optimized = std::fs::read_to_string(root.join("src/optimized.rs"))

@@ -2,7 +2,8 @@
 //!
 //! Graded on reallocations per task, counted by the allocator around each task outside the
 //! learner's code: a buffer sized once (and kept) never grows; one that starts empty grows
-//! about log2(n) times per task.
+//! about log2(n) times per task. Measured on the default workload: bad 13.0 per task, the
+//! capacity fix alone 2.2 (formatted strings growing, lesson 3's), optimized 0.
 
 use super::{Grade, Hint, Runs, Status};
 
@@ -18,8 +19,11 @@ pub fn grade(runs: &Runs) -> Grade {
         per_task(&runs.bad),
         per_task(&runs.optimized),
     );
-    // Within 5% of the way from the optimized worker to the bad one, and under one per task.
-    let threshold = optimized + ((bad - optimized) * 0.05).clamp(0.5, 1.0);
+    // Within a quarter of the way from the optimized worker to the bad one. What is left below
+    // that line is small strings outgrowing their first allocation (`format!` with several
+    // arguments): those are lesson 3's, and they go with its fix. Unsized buffers that grow
+    // every task make up the rest, most of the bad worker's count.
+    let threshold = optimized + ((bad - optimized) * 0.25).max(0.5);
     let status = if exercise <= threshold {
         Status::Fixed
     } else if exercise < bad * 0.5 {

@@ -147,8 +147,9 @@ struct Report<'a> {
     lessons: Vec<LessonReport<'a>>,
 }
 
-/// Runs `lab check`: exit 0 when every requested lesson is fixed, 1 when one is not or the
-/// worker's results cannot be graded, 2 on bad arguments or when the check cannot run.
+/// Runs `lab check`: exit 0 when every requested lesson is fixed; 1 when one is not, when the
+/// worker's results cannot be graded, or (with the reason on stderr) when the check cannot run:
+/// an unknown lesson, code that does not compile. clap's own errors exit with 2.
 pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
     let lessons = select(&args.lessons)?;
     let tree = Tree::locate(args.tree.as_deref())?;
