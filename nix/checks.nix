@@ -45,7 +45,7 @@
     {
       checks = {
         # The package itself (its tests run in `nextest`, not twice).
-        lab = self'.packages.lab;
+        inherit (self'.packages) lab;
 
         clippy = craneLib.cargoClippy (commonArgs // {
           inherit cargoArtifacts;
@@ -85,6 +85,9 @@
             # `go tool pprof` must not try to download a toolchain (no network here).
             GOTOOLCHAIN = "local";
           };
+          # The tests talk to workers and Prometheus on 127.0.0.1; macOS' build sandbox denies
+          # even loopback networking unless a derivation asks for it (ignored on Linux).
+          __darwinAllowLocalNetworking = true;
           # Go wants a writable home and build cache (it builds `go tool pprof` on demand).
           preCheck = ''
             export HOME="$TMPDIR/home" GOCACHE="$TMPDIR/go-cache"

@@ -1,7 +1,8 @@
 # `nix run .#demo` (and plain `nix run`): the whole lab under process-compose.
 #
-#   worker-bad        127.0.0.1:9090   --tasks 100000 --workers 50 --duration 48h
-#   worker-optimized  127.0.0.1:9091   same settings
+#   worker-bad        127.0.0.1:9090   --tasks 100000 --workers 50 --duration 48h, and the
+#                                      problems LAB_PROBLEMS names (default: the worker's own)
+#   worker-optimized  127.0.0.1:9091   same settings, never LAB_PROBLEMS
 #   prometheus        127.0.0.1:9092   the repository's prometheus/prometheus.yml and rules
 #   grafana           127.0.0.1:3000   admin/admin, the repository's grafana/provisioning and
 #                                      grafana/dashboards
@@ -9,7 +10,8 @@
 #                     these very processes, and `nix run .#demo-test -- -t=false` runs it locally
 #
 # State lives under ./data of the directory you start it in. Headless: `nix run .#demo --
-# -t=false`. Stop it from another terminal in the same directory: `nix run .#demo -- down`.
+# -t=false`. One lesson at a time: `LAB_PROBLEMS=blocking nix run .#demo`. Stop it from another
+# terminal in the same directory: `nix run .#demo -- down`.
 #
 # Prometheus and Grafana are plain processes rather than services-flake services on purpose:
 # services-flake generates their configs from Nix values (`--config.file=<generated>`, and
@@ -55,8 +57,13 @@
         max_restarts = 5;
       };
 
+      # process-compose passes its own environment on to every process, so the bad worker reads
+      # LAB_PROBLEMS from the shell (`LAB_PROBLEMS=blocking nix run .#demo`, or a .env file in
+      # this directory). The optimized worker has none of the problems and stays the same
+      # whatever is set: `env -u` drops the variable from its environment.
       worker = kind: port: {
         command = lib.escapeShellArgs (lib.concatLists [
+          (lib.optionals (kind == "optimized") [ "${pkgs.coreutils}/bin/env" "-u" lab.problemsEnv ])
           [ (lib.getExe self'.packages."worker-${kind}") ]
           lab.demoArgs
           [ "--listen" (address port) ]
@@ -97,13 +104,19 @@
         text = ''
           export PROMETHEUS_URL=${lib.escapeShellArg prometheusUrl}
           export LAB_DASHBOARDS_DIR=${lib.escapeShellArg "${configSrc}/${lab.configFiles.dashboardsDir}"}
-          # Grafana resolves a relative data path against its home (in the store): pass an
-          # absolute one. Logs and plugins default to subdirectories of it.
+          # Grafana resolves every relative path of its [paths] section against its home, which
+          # is in the read-only store: paths.data (`data`), paths.logs (`data/log`) and
+          # paths.plugins (`data/plugins`) would all land there. What else it writes (the SQLite
+          # database, rendered PNG/CSV/PDF files) lives under paths.data. So all three get
+          # absolute, writable directories under the demo's ./data, as `lab demo` writes them
+          # into its grafana.ini. GF_PATHS_* variables override the ini file and, unlike
+          # `cfg:paths.data=...` arguments (which Grafana splits at '='), take any path.
           data="$(realpath -m data/grafana)"
+          mkdir -p "$data/log" "$data/plugins"
+          export GF_PATHS_DATA="$data" GF_PATHS_LOGS="$data/log" GF_PATHS_PLUGINS="$data/plugins"
           exec grafana server \
             --homepath ${pkgs.grafana}/share/grafana \
-            --config ${grafanaIni} \
-            cfg:paths.data="$data"
+            --config ${grafanaIni}
         '';
       };
 
@@ -173,6 +186,13 @@
           };
         };
       };
+
+      # process-compose-flake's check runs the whole stack on 127.0.0.1 inside the build
+      # sandbox, which on macOS denies loopback networking unless the derivation asks for it
+      # (the attribute is ignored on Linux).
+      checks.demo = lib.mkForce (
+        config.process-compose.demo.outputs.check.overrideAttrs { __darwinAllowLocalNetworking = true; }
+      );
 
       # The smoke test with its stack, outside the sandbox: `nix run .#demo-test -- -t=false`.
       packages.demo-test = config.process-compose.demo.outputs.testPackage;

@@ -52,6 +52,7 @@ _: {
             cargo nextest run                       run the tests (all their tools are in this shell)
             nix run .#demo                          both workers + Prometheus :9092 + Grafana :3000
             nix run .#demo -- -t=false              the same without the terminal UI
+            LAB_PROBLEMS=blocking nix run .#demo    one lesson at a time (the bad worker's --problems)
             nix run .#demo -- down                  stop it (from the same directory)
             nix flake check                         clippy, fmt, tests, docs, Nix lints, demo and VM tests
 

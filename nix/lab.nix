@@ -26,6 +26,21 @@
     "48h"
   ];
 
+  # The bad worker's switchable problems, one per lesson: what `worker-bad --problems LIST`
+  # (env LAB_PROBLEMS) accepts besides `all` and `none`. The NixOS module's `problems` option
+  # is typed by this list; the demo and docker-compose.yml pass LAB_PROBLEMS through. The
+  # optimized worker has none of them and never gets the setting.
+  problems = [
+    "leak"
+    "capacity"
+    "churn"
+    "blocking"
+    "contention"
+    "backlog"
+  ];
+  # Its environment variable.
+  problemsEnv = "LAB_PROBLEMS";
+
   # The guide's retention flag (`--storage.tsdb.retention.time=30d`).
   retention = "30d";
 

@@ -4,6 +4,7 @@
 #
 #   services.profiling-lab = {
 #     enable = true;
+#     problems = [ "blocking" ];  # optional: the bad worker's --problems (one lesson at a time)
 #     prometheus.enable = true;   # Prometheus on 127.0.0.1:9092 scraping both workers
 #     grafana.enable = true;      # also set services.grafana.settings.security.secret_key
 #   };
@@ -101,6 +102,13 @@ let
       static_configs = [{ targets = [ (hostPort (localHost worker.listenAddress) worker.port) ]; }];
     };
 
+  # `--problems` for the bad worker: nothing when `problems` is null (the worker's default),
+  # `none` for an empty list. The optimized worker has none of the problems.
+  problemsArgs = lib.optionals (cfg.problems != null) [
+    "--problems"
+    (if cfg.problems == [ ] then "none" else lib.concatStringsSep "," (lib.unique cfg.problems))
+  ];
+
   workerService = kind: worker: {
     description = "profiling-lab ${kind} worker";
     wantedBy = [ "multi-user.target" ];
@@ -110,11 +118,15 @@ let
         [ "${cfg.package}/bin/worker-${kind}" ]
         cfg.args
         [ "--listen" (hostPort worker.listenAddress worker.port) ]
+        (lib.optionals (kind == "bad") problemsArgs)
         worker.extraArgs
       ]);
-      # The worker exits 0 when --duration is over: start the next run.
+      # The worker exits 0 when --duration is over: start the next run. Exit status 2 is a
+      # flag it rejected (in args or extraArgs): restarting cannot fix that, so the unit
+      # fails at once with the worker's message in its journal instead of looping.
       Restart = "always";
       RestartSec = 5;
+      RestartPreventExitStatus = [ 2 ];
 
       # Profiles written with --cpuprofile/--memprofile land in /var/lib/<unit>.
       StateDirectory = unitName kind;
@@ -176,7 +188,7 @@ in
 
     package = mkOption {
       type = types.package;
-      default = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+      inherit (self.packages.${pkgs.stdenv.hostPlatform.system}) default;
       defaultText = lib.literalExpression "profiling-lab.packages.\${pkgs.stdenv.hostPlatform.system}.default";
       description = "Package providing bin/worker-bad and bin/worker-optimized.";
     };
@@ -195,6 +207,21 @@ in
       description = ''
         Workload flags passed to both workers. The default is the guide's demo setting;
         the worker exits when --duration is over and systemd starts the next run.
+      '';
+    };
+
+    problems = mkOption {
+      type = types.nullOr (types.listOf (types.enum lab.problems));
+      default = null;
+      example = [
+        "blocking"
+        "contention"
+      ];
+      description = ''
+        The problems the bad worker has, one per lesson, passed as `--problems` (the same
+        setting as LAB_PROBLEMS in the demo and docker-compose.yml): null keeps the worker's
+        default, `[ ]` turns every problem off, and the list of all six turns every one on.
+        Show one lesson at a time by naming only it. The optimized worker never gets it.
       '';
     };
 

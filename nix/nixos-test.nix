@@ -8,6 +8,11 @@ let
   optimized = toString lab.ports.optimized;
   prometheus = toString lab.ports.prometheus;
   grafana = toString lab.ports.grafana;
+  problems = [
+    "leak"
+    "capacity"
+    "churn"
+  ];
 in
 {
   name = "profiling-lab-nixos-module";
@@ -19,6 +24,9 @@ in
 
       services.profiling-lab = {
         enable = true;
+        # The Go lab's three lessons: the option reaches the bad worker as --problems, and the
+        # worker accepts it (a rejected flag would fail the unit, see RestartPreventExitStatus).
+        inherit problems;
         prometheus.enable = true;
         grafana.enable = true;
       };
@@ -72,6 +80,12 @@ in
                 ("MemoryDenyWriteExecute", "yes"),
             ]:
                 machine.succeed(f"systemctl show -P {prop} {unit} | grep -qx {value}")
+
+    with subtest("the problems option reaches the bad worker only"):
+        bad_cmd = machine.succeed("systemctl show -P ExecStart profiling-lab-worker-bad")
+        assert "--problems ${builtins.concatStringsSep "," problems}" in bad_cmd, bad_cmd
+        optimized_cmd = machine.succeed("systemctl show -P ExecStart profiling-lab-worker-optimized")
+        assert "--problems" not in optimized_cmd, optimized_cmd
 
     with subtest("profiles work under MemoryDenyWriteExecute and the syscall filter"):
         machine.succeed(

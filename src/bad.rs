@@ -4,19 +4,31 @@
 //! points at it. `optimized.rs` has the same sections in the same order with the fix, so the two
 //! files can be read side by side (`diff src/bad.rs src/optimized.rs`).
 //!
-//! 1. Task leaks: helper tasks with no way to exit.
-//! 2. Capacity mistakes: collections that start empty and grow, and are thrown away per task.
-//! 3. Excess allocation in hot paths: clones, `to_string`/`format!`, intermediate collections,
-//!    metric label lookups per task.
+//! 1. Task leaks (`leak`): helper tasks with no way to exit.
+//! 2. Capacity mistakes (`capacity`): collections that start empty and grow, and are thrown
+//!    away per task.
+//! 3. Excess allocation in hot paths (`churn`): clones, `to_string`/`format!`, intermediate
+//!    collections, metric label lookups per task.
+//! 4. Blocking the runtime (`blocking`): a long CPU-bound step run inside the worker task, on a
+//!    runtime thread.
+//! 5. Lock contention (`contention`): the run's tally behind one lock that every worker holds
+//!    for the whole of every task.
+//! 6. Overload without backpressure (`backlog`): an unbounded queue.
+//!
+//! `--problems` (default `all`) says which of these this worker has; a section whose problem is
+//! off runs the fixed code of `optimized.rs` instead, so a teacher can show one lesson at a time.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy};
-use crate::task::{self, Operation, TaskError, TaskSpec};
+use crate::optimized::{self, Handles, Reporter, WIDEST_VALUE};
+use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy, Tally};
+use crate::problems::{Problem, Problems};
+use crate::task::{self, BUCKETS, Operation, TaskError, TaskSpec};
 
 /// How often a round's progress reporter logs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -30,74 +42,156 @@ type Outcome = Result<Duration, TaskError>;
 /// The bad worker's strategy.
 pub struct Bad {
     data_size: usize,
+    problems: Problems,
     /// Completion signals of the audit helpers, by task id.
     in_flight: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
 }
 
 impl Bad {
+    /// The bad worker with every problem.
     pub fn new(config: &RunConfig) -> Bad {
+        Bad::with_problems(config, Problems::ALL)
+    }
+
+    /// The bad worker with only `problems`; the other sections run the fixed code.
+    pub fn with_problems(config: &RunConfig, problems: Problems) -> Bad {
         Bad {
             data_size: config.data_size,
+            problems,
             in_flight: Mutex::new(HashMap::new()),
         }
     }
+
+    fn has(&self, problem: Problem) -> bool {
+        self.problems.has(problem)
+    }
+}
+
+/// What each worker task keeps between tasks: with every problem on, nothing is used.
+pub struct BadWorker {
+    /// Metric handles resolved once: only without `churn`.
+    handles: Option<Handles>,
+    /// The slowest task seen, merged when the worker stops: only without `leak` (with it, the
+    /// audit helpers record it).
+    slowest: Option<Slowest>,
+    /// This worker's own tally: only without `contention`.
+    tally: Tally,
 }
 
 impl Strategy for Bad {
-    type Worker = ();
-    type Round = ();
+    type Worker = BadWorker;
+    /// Without `leak`, the round's reporter and its stop token.
+    type Round = Option<Reporter>;
 
-    // ---- The queue -----------------------------------------------------------------------
+    // ---- Lesson 6: the queue ------------------------------------------------------------------
     // An unbounded channel never makes the producer wait. While workers keep up nothing shows;
-    // when they fall behind, `worker_tasks_in_queue` climbs without limit and so does memory.
-    fn queue(&self, _config: &RunConfig) -> QueueKind {
-        QueueKind::Unbounded
+    // when a burst takes the offered load above what they can handle, the backlog grows without
+    // limit and so does the wait. Shows in: `worker_tasks_in_queue` climbing through the burst
+    // and draining long after it, `worker_task_queue_delay_seconds` p99 in seconds, memory
+    // (`worker_allocated_memory_bytes`) growing with the backlog, no rejections at all.
+    fn queue(&self, config: &RunConfig) -> QueueKind {
+        if self.has(Problem::Backlog) {
+            QueueKind::Unbounded
+        } else {
+            optimized::queue(config)
+        }
     }
 
     // ---- Per-worker state ------------------------------------------------------------------
     // Lesson 2: none. Every task allocates its buffers afresh and throws them away.
-    fn worker(&self, _ctx: &Context) {}
+    fn worker(&self, ctx: &Context) -> BadWorker {
+        if !self.has(Problem::Capacity) && !self.has(Problem::Churn) {
+            optimized::reserve_scratch(self.data_size);
+        }
+        BadWorker {
+            handles: (!self.has(Problem::Churn)).then(|| Handles::resolve(&ctx.metrics)),
+            slowest: None,
+            tally: Tally::default(),
+        }
+    }
 
     // ---- Lesson 1a: a helper per round that never exits -------------------------------------
     // Every round starts a progress reporter; nothing stops it, and its JoinHandle is dropped
     // (detached), so nobody could. One more live task per round, forever.
     // Shows in: `worker_active_goroutines` stepping up each round;
     // `go tool pprof -top .../debug/pprof/goroutine` lists `bad::progress_reporter`.
-    fn start_round(&self, round: u64, ctx: &Arc<Context>) {
+    fn start_round(&self, round: u64, ctx: &Arc<Context>) -> Option<Reporter> {
+        if !self.has(Problem::Leak) {
+            return Some(optimized::start_reporter(round, ctx));
+        }
         pool::spawn_helper(progress_reporter(round, Arc::clone(ctx)));
+        None
     }
 
-    async fn finish_round(&self, _round: ()) {}
+    async fn finish_round(&self, round: Option<Reporter>) {
+        if let Some(reporter) = round {
+            optimized::stop_reporter(reporter).await;
+        }
+    }
 
     // ---- Lesson 1b: a helper per task, told only about successes -------------------------
     fn handle(
         &self,
-        _worker: &mut (),
+        worker: &mut BadWorker,
         task: TaskSpec,
         ctx: &Arc<Context>,
     ) -> Result<u64, TaskError> {
         // Lesson 3: a string built for every task, used only if tracing is on.
-        let trace_id = format!("{}-{}-{}", ctx.metrics.kind(), task.id, task.operation);
-        tracing::trace!(%trace_id, "task started");
+        let trace_id = self
+            .has(Problem::Churn)
+            .then(|| format!("{}-{}-{}", ctx.metrics.kind(), task.id, task.operation));
+        tracing::trace!(?trace_id, task = task.id, "task started");
 
         // An audit helper waits for the task's outcome, with the first values of its payload to
         // report a failure with. Its sender is parked in `in_flight` until the task is done...
-        let (done_tx, done_rx) = oneshot::channel();
-        self.pending().insert(task.id, done_tx);
-        let sample: Vec<i64> = task.values(self.data_size).take(AUDIT_SAMPLE).collect();
-        pool::spawn_helper(audit_on_completion(
-            task,
-            trace_id,
-            sample,
-            done_rx,
-            Arc::clone(ctx),
-        ));
+        if self.has(Problem::Leak) {
+            let (done_tx, done_rx) = oneshot::channel();
+            self.pending().insert(task.id, done_tx);
+            let sample: Vec<i64> = task.values(self.data_size).take(AUDIT_SAMPLE).collect();
+            pool::spawn_helper(audit_on_completion(
+                task,
+                trace_id,
+                sample,
+                done_rx,
+                Arc::clone(ctx),
+            ));
+        }
 
         let started = Instant::now();
-        let outcome = process(task, self.data_size);
+        // ---- Lesson 5: one lock held across the whole task ----------------------------------
+        // The run's tally is shared by every worker task, and the natural first version takes
+        // its lock before the work and keeps it until the result is in: every other worker
+        // waits, blocking its runtime thread, so two threads do the work of one. Shows in:
+        // `worker_lock_wait_seconds{lock="tally"}` (rate of `_sum` over rate of tasks = wait
+        // per task), throughput flat however many threads, p99 task latency;
+        // `go tool pprof -top .../debug/pprof/mutex` names `bad::Bad::handle` as the waiter.
+        let outcome = if self.has(Problem::Contention) {
+            let mut tally = ctx.tally.lock();
+            let outcome = process_with(task, self.data_size, self.problems);
+            tally.add(task.operation, &outcome);
+            outcome
+        } else {
+            let outcome = process_with(task, self.data_size, self.problems);
+            worker.tally.add(task.operation, &outcome);
+            outcome
+        };
         let elapsed = started.elapsed();
-        record(ctx, &task, &outcome, elapsed);
+        match &worker.handles {
+            Some(handles) => handles.record(task.operation, &outcome, elapsed),
+            None => record(ctx, &task, &outcome, elapsed),
+        }
 
+        if !self.has(Problem::Leak) {
+            worker.slowest = Slowest::max(
+                worker.slowest,
+                Some(Slowest {
+                    task: task.id,
+                    operation: task.operation,
+                    elapsed,
+                }),
+            );
+            return outcome;
+        }
         // ...but a failed task returns here: its sender stays in `in_flight`, neither sent nor
         // dropped, for as long as the worker lives, and its helper waits all that time, holding
         // its sample. About one task in a hundred fails.
@@ -111,7 +205,33 @@ impl Strategy for Bad {
         Ok(digest)
     }
 
-    fn finish_worker(&self, _worker: (), _ctx: &Context) {}
+    // ---- Lesson 4: a long CPU-bound step on a runtime thread ---------------------------------
+    // The seal is called right here, inside the worker task's poll: for its milliseconds the
+    // runtime thread runs nothing else. Every task queued on that thread waits, and when as
+    // many workers seal at once as there are runtime threads, so does everything else, the
+    // HTTP server included. Shows in: tokio's poll-time histogram and long polls, the busy
+    // ratio, `worker_task_queue_delay_seconds`, p99 `worker_task_latency_seconds`, Prometheus'
+    // `scrape_duration_seconds` for this worker; the CPU profile (`-peek 'task::seal'`) shows
+    // `task::seal` called from `pool::work` on a runtime worker thread.
+    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send {
+        let blocking = self.has(Problem::Blocking);
+        async move {
+            if blocking {
+                task::seal(digest, data_size)
+            } else {
+                optimized::seal_off_runtime(digest, data_size).await
+            }
+        }
+    }
+
+    fn finish_worker(&self, worker: BadWorker, ctx: &Context) {
+        if let Some(slowest) = worker.slowest {
+            ctx.audit.record(slowest);
+        }
+        if !self.has(Problem::Contention) {
+            ctx.tally.lock().merge(&worker.tally);
+        }
+    }
 }
 
 impl Bad {
@@ -134,21 +254,21 @@ async fn progress_reporter(round: u64, ctx: Arc<Context>) {
 /// never dropped, this task never ends.
 async fn audit_on_completion(
     task: TaskSpec,
-    trace_id: String,
+    trace_id: Option<String>,
     sample: Vec<i64>,
     done: oneshot::Receiver<Outcome>,
     ctx: Arc<Context>,
 ) {
     match done.await {
         Ok(Ok(elapsed)) => {
-            tracing::trace!(%trace_id, ?elapsed, "task audited");
+            tracing::trace!(?trace_id, ?elapsed, "task audited");
             ctx.audit.record(Slowest {
                 task: task.id,
                 operation: task.operation,
                 elapsed,
             });
         }
-        Ok(Err(err)) => tracing::warn!(%trace_id, ?sample, "task failed: {err}"),
+        Ok(Err(err)) => tracing::warn!(?trace_id, ?sample, "task failed: {err}"),
         Err(_) => {}
     }
 }
@@ -181,23 +301,48 @@ fn record(ctx: &Context, task: &TaskSpec, outcome: &Result<u64, TaskError>, elap
 // rate and purge rate panels, and `go tool pprof -top .../debug/pprof/allocs` naming these
 // functions. Functions are `inline(never)` in both workers so profiles name them alike.
 
-/// Computes a task's digest; must agree with `optimized::process` for every task.
+/// Computes a task's digest with every problem; must agree with `optimized::process` for every
+/// task.
 pub fn process(task: TaskSpec, data_size: usize) -> Result<u64, TaskError> {
-    let payload = generate(&task, data_size);
-    // Lesson 3: the error context is formatted for every task, failing or not.
-    let context = format!("task {} ({})", task.id, task.operation);
-    task::validate(&payload).inspect_err(|err| tracing::debug!("{context}: {err}"))?;
+    process_with(task, data_size, Problems::ALL)
+}
+
+/// Computes a task's digest with the `capacity` and `churn` problems `problems` has (the
+/// others do not touch this part); must agree with `optimized::process` for every task and set.
+pub fn process_with(
+    task: TaskSpec,
+    data_size: usize,
+    problems: Problems,
+) -> Result<u64, TaskError> {
+    let capacity = problems.has(Problem::Capacity);
+    let churn = problems.has(Problem::Churn);
+    if !capacity && !churn {
+        return optimized::process_on_this_thread(&task, data_size);
+    }
+    let payload = generate(&task, data_size, capacity);
+    if churn {
+        // Lesson 3: the error context is formatted for every task, failing or not.
+        let context = format!("task {} ({})", task.id, task.operation);
+        task::validate(&payload).inspect_err(|err| tracing::debug!("{context}: {err}"))?;
+    } else {
+        task::validate(&payload)?;
+    }
     Ok(match task.operation {
-        Operation::Stats => stats(payload.clone()),
-        Operation::Sort => sort(&payload),
-        Operation::Dedup => dedup(&payload),
-        Operation::Render => render(&payload),
+        Operation::Stats if churn => stats(payload.clone()),
+        Operation::Stats => optimized::stats(&payload),
+        Operation::Sort if churn => sort(&payload),
+        Operation::Sort => optimized::sort(&payload, &mut Vec::new()),
+        Operation::Dedup => dedup(&payload, capacity, churn),
+        Operation::Render => render(&payload, capacity, churn),
     })
 }
 
 /// Lesson 2: no capacity, so the Vec reallocates about log2(n) times as it grows.
 #[inline(never)]
-fn generate(task: &TaskSpec, data_size: usize) -> Vec<i64> {
+fn generate(task: &TaskSpec, data_size: usize, capacity_problem: bool) -> Vec<i64> {
+    if !capacity_problem {
+        return task.values(data_size).collect();
+    }
     let mut payload = Vec::new();
     for value in task.values(data_size) {
         payload.push(value);
@@ -231,8 +376,20 @@ fn sort(payload: &[i64]) -> u64 {
 /// Lessons 2 and 3: a map that starts empty every task, keyed by freshly formatted Strings,
 /// then copied into a Vec and sorted to find the fullest bucket.
 #[inline(never)]
-fn dedup(payload: &[i64]) -> u64 {
-    let mut counts: HashMap<String, u32> = HashMap::new();
+fn dedup(payload: &[i64], capacity_problem: bool, churn_problem: bool) -> u64 {
+    if !churn_problem {
+        let mut counts = if capacity_problem {
+            HashMap::new()
+        } else {
+            HashMap::with_capacity(BUCKETS)
+        };
+        return optimized::dedup(payload, &mut counts);
+    }
+    let mut counts: HashMap<String, u32> = if capacity_problem {
+        HashMap::new()
+    } else {
+        HashMap::with_capacity(BUCKETS)
+    };
     for &value in payload {
         *counts
             .entry(format!("{}", task::bucket(value)))
@@ -249,8 +406,15 @@ fn dedup(payload: &[i64]) -> u64 {
 
 /// Lessons 2 and 3: a String per value, appended to a String that starts empty.
 #[inline(never)]
-fn render(payload: &[i64]) -> u64 {
-    let mut text = String::new();
+fn render(payload: &[i64], capacity_problem: bool, churn_problem: bool) -> u64 {
+    let mut text = if capacity_problem {
+        String::new()
+    } else {
+        String::with_capacity(payload.len() * WIDEST_VALUE)
+    };
+    if !churn_problem {
+        return optimized::render(payload, &mut text);
+    }
     for value in payload {
         text = text + &value.to_string() + ",";
     }

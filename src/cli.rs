@@ -14,9 +14,11 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{Command, CommandFactory, FromArgMatches, Parser};
 
+use crate::burst::Burst;
 use crate::kind::WorkerKind;
 use crate::pool::RunConfig;
 use crate::profile_file::ProfilePath;
+use crate::problems::Problems;
 
 /// Flags of `worker-bad` and `worker-optimized`.
 #[derive(Debug, Clone, Parser)]
@@ -72,6 +74,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "LAB_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 
+    /// tokio worker threads running the workload and the HTTP endpoints
+    #[arg(long, env = "LAB_RUNTIME_THREADS", value_name = "N", allow_negative_numbers = true,
+          default_value_t = crate::runtime::DEFAULT_THREADS as u64, value_parser = runtime_threads_range())]
+    pub runtime_threads: u64,
+
     /// Write a CPU profile of the whole run to PATH at exit (pprof format); an existing file is
     /// replaced only by a complete profile
     #[arg(long, value_name = "PATH", value_parser = ProfilePath::check)]
@@ -86,6 +93,18 @@ pub struct WorkerArgs {
     /// that name.
     #[arg(skip)]
     pub listen_from_env: bool,
+
+    /// Problems worker-bad has: all, none, or a list of leak, capacity, churn, blocking,
+    /// contention, backlog (worker-optimized has every fix and ignores this)
+    #[arg(long, env = "LAB_PROBLEMS", value_name = "LIST", default_value = "all",
+          value_parser = Problems::parse)]
+    pub problems: Problems,
+
+    /// Bursts of load: FACTORx[:ON/EVERY], e.g. 20x:10s/30s runs at 20 times --rate for 10s of
+    /// every 30s (ON/EVERY default to 10s/30s); off for none
+    #[arg(long, env = "LAB_BURST", value_name = "SPEC", default_value = "off",
+          value_parser = Burst::parse)]
+    pub burst: ::std::option::Option<Burst>,
 }
 
 impl WorkerArgs {
@@ -126,6 +145,18 @@ impl WorkerArgs {
                     mem.given().display()
                 ),
             ));
+        }
+        if let Some(burst) = &parsed.burst {
+            let peak = u64::from(parsed.rate) * u64::from(burst.factor);
+            if peak > MAX_RATE {
+                return Err(command.error(
+                    ErrorKind::ValueValidation,
+                    format!(
+                        "--burst {burst} with --rate {} would produce {peak} tasks/s; the burst rate (FACTOR x --rate) must be at most {MAX_RATE}",
+                        parsed.rate
+                    ),
+                ));
+            }
         }
         Ok(parsed)
     }
@@ -245,9 +276,12 @@ pub fn data_size_range() -> impl WholeNumberParser<u64> {
     whole_number(1, 1_000_000)
 }
 
+/// Most tasks per second `--rate` accepts, and the most a burst may reach.
+pub const MAX_RATE: u64 = 1_000_000;
+
 /// `--rate`: tasks per second.
 pub fn rate_range() -> impl WholeNumberParser<u32> {
-    whole_number(1, 1_000_000)
+    whole_number(1, MAX_RATE as u32)
 }
 
 /// A clap value parser for a whole number: what [`whole_number`] returns.
@@ -283,6 +317,11 @@ where
             "{value:?} is not a whole number; expected one in {min}..={max}"
         )),
     }
+}
+
+/// `--runtime-threads`: tokio worker threads.
+pub fn runtime_threads_range() -> impl WholeNumberParser<u64> {
+    whole_number(1, crate::runtime::MAX_THREADS as u64)
 }
 
 /// Longest run accepted: about ten years, far beyond any class.
@@ -475,9 +514,47 @@ mod tests {
     }
 
     #[test]
+    fn problems_and_burst_flags() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.problems, Problems::ALL);
+        assert_eq!(args.burst, None);
+        let args = parse(&["--problems", "blocking,backlog", "--burst", "5x:2s/4s"]).unwrap();
+        assert_eq!(args.problems.to_string(), "blocking,backlog");
+        assert_eq!(args.burst.unwrap().factor, 5);
+        let err = parse(&["--problems", "blocking,slow"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("--problems") && err.to_string().contains("\"slow\""),
+            "{err}"
+        );
+        let err = parse(&["--burst", "2x:10s"]).unwrap_err();
+        assert!(
+            err.to_string().contains("--burst") && err.to_string().contains("ON/EVERY"),
+            "{err}"
+        );
+        let err = parse(&["--rate", "100000", "--burst", "20x"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("2000000 tasks/s"), "{err}");
+    }
+
+    #[test]
     fn out_of_range_values_name_the_flag() {
         let err = parse(&["--workers", "0"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("--workers"), "{err}");
+        for bad in ["0", "257", "-1", "two"] {
+            let err = parse(&["--runtime-threads", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            let text = err.to_string();
+            assert!(text.contains("--runtime-threads"), "{text}");
+            if bad == "0" || bad == "257" {
+                assert!(text.contains("1..=256"), "{text}");
+            }
+        }
+        assert_eq!(parse(&[]).unwrap().runtime_threads, 2);
+        assert_eq!(
+            parse(&["--runtime-threads", "4"]).unwrap().runtime_threads,
+            4
+        );
     }
 }

@@ -6,16 +6,19 @@
 //! `lab exercise diff`, start a lesson over with `lab exercise reset LESSON`. The path
 //! through the lessons and the hints are in docs/EXERCISES.md.
 //!
-//! Generated from src/bad.rs (fnv1a 773d9c599cdcd451); `lab exercise reset --all` restores it.
+//! Generated from src/bad.rs (fnv1a 0946bfcdac1e5640); `lab exercise reset --all` restores it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy};
-use crate::task::{self, Operation, TaskError, TaskSpec};
+use crate::optimized::{self, Handles, Reporter, WIDEST_VALUE};
+use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy, Tally};
+use crate::problems::{Problem, Problems};
+use crate::task::{self, BUCKETS, Operation, TaskError, TaskSpec};
 
 /// How often a round's progress reporter logs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -29,66 +32,146 @@ type Outcome = Result<Duration, TaskError>;
 /// Your worker's strategy.
 pub struct Exercise {
     data_size: usize,
+    problems: Problems,
     /// Completion signals of the audit helpers, by task id.
     in_flight: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
 }
 
 impl Exercise {
+    /// The bad worker with every problem.
     pub fn new(config: &RunConfig) -> Exercise {
+        Exercise::with_problems(config, Problems::ALL)
+    }
+
+    /// The bad worker with only `problems`; the other sections run the fixed code.
+    pub fn with_problems(config: &RunConfig, problems: Problems) -> Exercise {
         Exercise {
             data_size: config.data_size,
+            problems,
             in_flight: Mutex::new(HashMap::new()),
         }
     }
+
+    fn has(&self, problem: Problem) -> bool {
+        self.problems.has(problem)
+    }
+}
+
+/// What each worker task keeps between tasks: with every problem on, nothing is used.
+pub struct BadWorker {
+    /// Metric handles resolved once: only without `churn`.
+    handles: Option<Handles>,
+    /// The slowest task seen, merged when the worker stops: only without `leak` (with it, the
+    /// audit helpers record it).
+    slowest: Option<Slowest>,
+    /// This worker's own tally: only without `contention`.
+    tally: Tally,
 }
 
 impl Strategy for Exercise {
-    type Worker = ();
-    type Round = ();
+    type Worker = BadWorker;
+    /// Without `leak`, the round's reporter and its stop token.
+    type Round = Option<Reporter>;
 
-    // ---- The queue ----------------------------------------------------------------------------
-    fn queue(&self, _config: &RunConfig) -> QueueKind {
-        QueueKind::Unbounded
+    // ---- Lesson 6 (backlog) -------------------------------------------------------------------
+    // Shows in: `worker_tasks_in_queue` climbing through the burst
+    // and draining long after it, `worker_task_queue_delay_seconds` p99 in seconds, memory
+    // (`worker_allocated_memory_bytes`) growing with the backlog, no rejections at all.
+    fn queue(&self, config: &RunConfig) -> QueueKind {
+        if self.has(Problem::Backlog) {
+            QueueKind::Unbounded
+        } else {
+            optimized::queue(config)
+        }
     }
 
     // ---- Per-worker state (capacity) ----------------------------------------------------------
-    fn worker(&self, _ctx: &Context) {}
+    fn worker(&self, ctx: &Context) -> BadWorker {
+        if !self.has(Problem::Capacity) && !self.has(Problem::Churn) {
+            optimized::reserve_scratch(self.data_size);
+        }
+        BadWorker {
+            handles: (!self.has(Problem::Churn)).then(|| Handles::resolve(&ctx.metrics)),
+            slowest: None,
+            tally: Tally::default(),
+        }
+    }
 
     // ---- Lesson 1a (leak) ---------------------------------------------------------------------
     // Shows in: `worker_active_goroutines` stepping up each round;
     // `go tool pprof -top .../debug/pprof/goroutine` lists `exercise::progress_reporter`.
-    fn start_round(&self, round: u64, ctx: &Arc<Context>) {
+    fn start_round(&self, round: u64, ctx: &Arc<Context>) -> Option<Reporter> {
+        if !self.has(Problem::Leak) {
+            return Some(optimized::start_reporter(round, ctx));
+        }
         pool::spawn_helper(progress_reporter(round, Arc::clone(ctx)));
+        None
     }
 
-    async fn finish_round(&self, _round: ()) {}
+    async fn finish_round(&self, round: Option<Reporter>) {
+        if let Some(reporter) = round {
+            optimized::stop_reporter(reporter).await;
+        }
+    }
 
     // ---- Lesson 1b (leak) ---------------------------------------------------------------------
     fn handle(
         &self,
-        _worker: &mut (),
+        worker: &mut BadWorker,
         task: TaskSpec,
         ctx: &Arc<Context>,
     ) -> Result<u64, TaskError> {
-        let trace_id = format!("{}-{}-{}", ctx.metrics.kind(), task.id, task.operation);
-        tracing::trace!(%trace_id, "task started");
+        let trace_id = self
+            .has(Problem::Churn)
+            .then(|| format!("{}-{}-{}", ctx.metrics.kind(), task.id, task.operation));
+        tracing::trace!(?trace_id, task = task.id, "task started");
 
-        let (done_tx, done_rx) = oneshot::channel();
-        self.pending().insert(task.id, done_tx);
-        let sample: Vec<i64> = task.values(self.data_size).take(AUDIT_SAMPLE).collect();
-        pool::spawn_helper(audit_on_completion(
-            task,
-            trace_id,
-            sample,
-            done_rx,
-            Arc::clone(ctx),
-        ));
+        if self.has(Problem::Leak) {
+            let (done_tx, done_rx) = oneshot::channel();
+            self.pending().insert(task.id, done_tx);
+            let sample: Vec<i64> = task.values(self.data_size).take(AUDIT_SAMPLE).collect();
+            pool::spawn_helper(audit_on_completion(
+                task,
+                trace_id,
+                sample,
+                done_rx,
+                Arc::clone(ctx),
+            ));
+        }
 
         let started = Instant::now();
-        let outcome = process(task, self.data_size);
+        // ---- Lesson 5 (contention) ------------------------------------------------------------
+        // Shows in:
+        // `worker_lock_wait_seconds{lock="tally"}` (rate of `_sum` over rate of tasks = wait
+        // per task), throughput flat however many threads, p99 task latency;
+        // `go tool pprof -top .../debug/pprof/mutex` names `exercise::Exercise::handle` as the waiter.
+        let outcome = if self.has(Problem::Contention) {
+            let mut tally = ctx.tally.lock();
+            let outcome = process_with(task, self.data_size, self.problems);
+            tally.add(task.operation, &outcome);
+            outcome
+        } else {
+            let outcome = process_with(task, self.data_size, self.problems);
+            worker.tally.add(task.operation, &outcome);
+            outcome
+        };
         let elapsed = started.elapsed();
-        record(ctx, &task, &outcome, elapsed);
+        match &worker.handles {
+            Some(handles) => handles.record(task.operation, &outcome, elapsed),
+            None => record(ctx, &task, &outcome, elapsed),
+        }
 
+        if !self.has(Problem::Leak) {
+            worker.slowest = Slowest::max(
+                worker.slowest,
+                Some(Slowest {
+                    task: task.id,
+                    operation: task.operation,
+                    elapsed,
+                }),
+            );
+            return outcome;
+        }
         // Shows in: `worker_active_goroutines` climbing with `worker_task_errors_total`, and
         // `worker_allocated_memory_bytes` creeping up; the goroutine profile's largest entry is
         // `exercise::audit_on_completion`.
@@ -99,7 +182,30 @@ impl Strategy for Exercise {
         Ok(digest)
     }
 
-    fn finish_worker(&self, _worker: (), _ctx: &Context) {}
+    // ---- Lesson 4 (blocking) ------------------------------------------------------------------
+    // Shows in: tokio's poll-time histogram and long polls, the busy
+    // ratio, `worker_task_queue_delay_seconds`, p99 `worker_task_latency_seconds`, Prometheus'
+    // `scrape_duration_seconds` for this worker; the CPU profile (`-peek 'task::seal'`) shows
+    // `task::seal` called from `pool::work` on a runtime worker thread.
+    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send {
+        let blocking = self.has(Problem::Blocking);
+        async move {
+            if blocking {
+                task::seal(digest, data_size)
+            } else {
+                optimized::seal_off_runtime(digest, data_size).await
+            }
+        }
+    }
+
+    fn finish_worker(&self, worker: BadWorker, ctx: &Context) {
+        if let Some(slowest) = worker.slowest {
+            ctx.audit.record(slowest);
+        }
+        if !self.has(Problem::Contention) {
+            ctx.tally.lock().merge(&worker.tally);
+        }
+    }
 }
 
 impl Exercise {
@@ -118,21 +224,21 @@ async fn progress_reporter(round: u64, ctx: Arc<Context>) {
 
 async fn audit_on_completion(
     task: TaskSpec,
-    trace_id: String,
+    trace_id: Option<String>,
     sample: Vec<i64>,
     done: oneshot::Receiver<Outcome>,
     ctx: Arc<Context>,
 ) {
     match done.await {
         Ok(Ok(elapsed)) => {
-            tracing::trace!(%trace_id, ?elapsed, "task audited");
+            tracing::trace!(?trace_id, ?elapsed, "task audited");
             ctx.audit.record(Slowest {
                 task: task.id,
                 operation: task.operation,
                 elapsed,
             });
         }
-        Ok(Err(err)) => tracing::warn!(%trace_id, ?sample, "task failed: {err}"),
+        Ok(Err(err)) => tracing::warn!(?trace_id, ?sample, "task failed: {err}"),
         Err(_) => {}
     }
 }
@@ -164,21 +270,46 @@ fn record(ctx: &Context, task: &TaskSpec, outcome: &Result<u64, TaskError>, elap
 // rate and purge rate panels, and `go tool pprof -top .../debug/pprof/allocs` naming these
 // functions. Functions are `inline(never)` in both workers so profiles name them alike.
 
-/// Computes a task's digest; must agree with `optimized::process` for every task.
+/// Computes a task's digest with every problem; must agree with `optimized::process` for every
+/// task.
 pub fn process(task: TaskSpec, data_size: usize) -> Result<u64, TaskError> {
-    let payload = generate(&task, data_size);
-    let context = format!("task {} ({})", task.id, task.operation);
-    task::validate(&payload).inspect_err(|err| tracing::debug!("{context}: {err}"))?;
+    process_with(task, data_size, Problems::ALL)
+}
+
+/// Computes a task's digest with the `capacity` and `churn` problems `problems` has (the
+/// others do not touch this part); must agree with `optimized::process` for every task and set.
+pub fn process_with(
+    task: TaskSpec,
+    data_size: usize,
+    problems: Problems,
+) -> Result<u64, TaskError> {
+    let capacity = problems.has(Problem::Capacity);
+    let churn = problems.has(Problem::Churn);
+    if !capacity && !churn {
+        return optimized::process_on_this_thread(&task, data_size);
+    }
+    let payload = generate(&task, data_size, capacity);
+    if churn {
+        let context = format!("task {} ({})", task.id, task.operation);
+        task::validate(&payload).inspect_err(|err| tracing::debug!("{context}: {err}"))?;
+    } else {
+        task::validate(&payload)?;
+    }
     Ok(match task.operation {
-        Operation::Stats => stats(payload.clone()),
-        Operation::Sort => sort(&payload),
-        Operation::Dedup => dedup(&payload),
-        Operation::Render => render(&payload),
+        Operation::Stats if churn => stats(payload.clone()),
+        Operation::Stats => optimized::stats(&payload),
+        Operation::Sort if churn => sort(&payload),
+        Operation::Sort => optimized::sort(&payload, &mut Vec::new()),
+        Operation::Dedup => dedup(&payload, capacity, churn),
+        Operation::Render => render(&payload, capacity, churn),
     })
 }
 
 #[inline(never)]
-fn generate(task: &TaskSpec, data_size: usize) -> Vec<i64> {
+fn generate(task: &TaskSpec, data_size: usize, capacity_problem: bool) -> Vec<i64> {
+    if !capacity_problem {
+        return task.values(data_size).collect();
+    }
     let mut payload = Vec::new();
     for value in task.values(data_size) {
         payload.push(value);
@@ -208,8 +339,20 @@ fn sort(payload: &[i64]) -> u64 {
 }
 
 #[inline(never)]
-fn dedup(payload: &[i64]) -> u64 {
-    let mut counts: HashMap<String, u32> = HashMap::new();
+fn dedup(payload: &[i64], capacity_problem: bool, churn_problem: bool) -> u64 {
+    if !churn_problem {
+        let mut counts = if capacity_problem {
+            HashMap::new()
+        } else {
+            HashMap::with_capacity(BUCKETS)
+        };
+        return optimized::dedup(payload, &mut counts);
+    }
+    let mut counts: HashMap<String, u32> = if capacity_problem {
+        HashMap::new()
+    } else {
+        HashMap::with_capacity(BUCKETS)
+    };
     for &value in payload {
         *counts
             .entry(format!("{}", task::bucket(value)))
@@ -225,8 +368,15 @@ fn dedup(payload: &[i64]) -> u64 {
 }
 
 #[inline(never)]
-fn render(payload: &[i64]) -> u64 {
-    let mut text = String::new();
+fn render(payload: &[i64], capacity_problem: bool, churn_problem: bool) -> u64 {
+    let mut text = if capacity_problem {
+        String::new()
+    } else {
+        String::with_capacity(payload.len() * WIDEST_VALUE)
+    };
+    if !churn_problem {
+        return optimized::render(payload, &mut text);
+    }
     for value in payload {
         text = text + &value.to_string() + ",";
     }

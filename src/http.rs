@@ -2,9 +2,15 @@
 //!
 //! Every endpoint says which parameters it takes; anything else, a repeated parameter or a value
 //! out of range is a 400 that names the parameter and what is allowed. A typo such as
-//! `?second=5` is an error, not a silent 30-second default.
+//! `?second=5` is an error, not a silent 30-second default. Requests too broken to reach an
+//! endpoint get a body too: see [`ErrorBodies`].
 
+use std::io;
 use std::ops::RangeInclusive;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -78,6 +84,11 @@ impl Params {
         Ok(Params { path, pairs })
     }
 
+    /// Whether the query names `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()
@@ -109,9 +120,154 @@ impl Params {
     }
 }
 
+/// A connection's byte stream that gives hyper's automatic error responses a body.
+///
+/// When a request cannot be parsed (a malformed request line or header, a URI longer than
+/// 65534 bytes, a head larger than the server's limit), hyper answers by itself with a bare
+/// `400`, `414` or `431` and `content-length: 0`, then closes the connection; it has no hook to
+/// add a body. This wrapper recognises exactly that response as hyper writes it, in one piece
+/// and with no body, and writes in its place the same status with a plain-text explanation.
+/// Every other byte passes through untouched: the endpoints' own errors always have a body, so
+/// they never match.
+pub struct ErrorBodies<S> {
+    inner: S,
+    /// A replacement response still to be written, and how much of it has been.
+    pending: Vec<u8>,
+    written: usize,
+}
+
+impl<S> ErrorBodies<S> {
+    pub fn new(inner: S) -> ErrorBodies<S> {
+        ErrorBodies {
+            inner,
+            pending: Vec::new(),
+            written: 0,
+        }
+    }
+}
+
+/// The explanation for one of hyper's bodyless parse-error responses, if `head` is one.
+fn explain_bodyless_error(head: &[u8]) -> Option<(&'static str, &'static str)> {
+    let text = std::str::from_utf8(head).ok()?;
+    let status_line = text
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))?;
+    let (status, message) = match status_line.get(..4)? {
+        "400 " => (
+            "400 Bad Request",
+            "bad request: the request line or a header could not be parsed; expected a request \
+             line such as `GET /metrics HTTP/1.1` followed by `Name: value` header lines",
+        ),
+        "414 " => (
+            "414 URI Too Long",
+            "URI too long: the request target is longer than 65534 bytes; this worker's \
+             endpoints take at most two short query parameters",
+        ),
+        "431 " => (
+            "431 Request Header Fields Too Large",
+            "request head too large: the request line and headers together exceed this \
+             worker's limit of 64 KiB",
+        ),
+        _ => return None,
+    };
+    // Exactly one head and nothing after it, with an empty body: hyper's automatic response.
+    let end = text.find("\r\n\r\n")? + 4;
+    let bodyless = text[..end]
+        .split("\r\n")
+        .any(|line| line.eq_ignore_ascii_case("content-length: 0"));
+    (end == text.len() && bodyless).then_some((status, message))
+}
+
+impl<S: AsyncWrite + Unpin> ErrorBodies<S> {
+    /// Writes what is left of a replacement response; ready once it is all written.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.pending.len() {
+            let n =
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ErrorBodies<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ErrorBodies<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        ready!(this.poll_pending(cx))?;
+        if let Some((status, message)) = explain_bodyless_error(buf) {
+            this.pending = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{message}\n",
+                message.len() + 1
+            )
+            .into_bytes();
+            this.written = 0;
+            // hyper's bytes count as written: it sees its response go out and closes.
+            let _ = this.poll_pending(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    // Not vectored, so hyper hands over each response head in one buffer (its "flatten" mode),
+    // which is what `explain_bodyless_error` looks at.
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recognises_only_hypers_bodyless_parse_errors() {
+        let hyper_400 = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(
+            explain_bodyless_error(hyper_400).unwrap().0,
+            "400 Bad Request"
+        );
+        let hyper_414 = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n";
+        assert!(
+            explain_bodyless_error(hyper_414)
+                .unwrap()
+                .1
+                .contains("65534")
+        );
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 40\r\n\r\n";
+        assert!(explain_bodyless_error(ours).is_none(), "has a body");
+        let with_body = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nmore";
+        assert!(explain_bodyless_error(with_body).is_none());
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert!(explain_bodyless_error(ok).is_none());
+    }
 
     #[test]
     fn rejects_unknown_repeated_and_out_of_range_parameters() {

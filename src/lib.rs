@@ -12,8 +12,11 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`task`] | the workload: operations, the deterministic task stream, what a task computes |
+//! | [`tasks`] | the registry of live tasks: kind, spawn site, state; what the task profile reads |
 //! | [`pool`] | the run loop both workers share: producer, queue, worker tasks, shutdown |
 //! | [`bad`], [`optimized`] | the problems and their fixes, section by section |
+//! | [`problems`], [`burst`] | which problems `worker-bad` has (`--problems`), bursts of load (`--burst`) |
+//! | [`lock`] | the instrumented lock lesson 5 contends on (`/debug/pprof/mutex`) |
 //! | [`alloc`] | the counting global allocator over jemalloc |
 //! | [`memory`] | jemalloc's statistics: allocated, resident, purges |
 //! | [`metrics`] | the `/metrics` registry |
@@ -26,24 +29,28 @@
 
 pub mod alloc;
 pub mod bad;
+pub mod burst;
 pub mod cli;
 pub mod client;
 pub mod exercise;
 pub mod http;
 pub mod kind;
 pub mod lab;
+pub mod lock;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod optimized;
 pub mod pool;
 pub mod pprof;
+pub mod problems;
 pub mod profile_file;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod summary;
 pub mod task;
+pub mod tasks;
 pub mod worker;
 
 pub use kind::WorkerKind;

@@ -11,14 +11,16 @@ use std::collections::HashMap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge as GaugeMetric, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::runtime::Handle;
 
 use crate::alloc;
 use crate::kind::WorkerKind;
+use crate::lock::LockStats;
 use crate::memory::MemoryStats;
+use crate::problems::{Problem, Problems};
 use crate::task::Operation;
 
 /// Prometheus text exposition format 0.0.4. Prometheus 3 refuses a scrape without it.
@@ -47,6 +49,8 @@ pub struct Metrics {
     pub task_allocations: IntCounter,
     /// `worker_task_allocated_bytes_total`: bytes allocated while handling tasks.
     pub task_allocated_bytes: IntCounter,
+    /// Lessons 4-6: queueing, latency, rejections, lock waits (see [`LessonMetrics`]).
+    pub lessons: LessonMetrics,
 }
 
 impl Metrics {
@@ -90,6 +94,7 @@ impl Metrics {
                 "Bytes allocated while handling tasks.",
             )
             .expect("valid metric"),
+            lessons: LessonMetrics::new(),
             registry,
             kind,
         };
@@ -115,6 +120,11 @@ impl Metrics {
                 .register(collector)
                 .expect("unique metric names");
         }
+        metrics
+            .registry
+            .register(Box::new(crate::tasks::LiveTasksCollector::default()))
+            .expect("unique metric names");
+        metrics.lessons.register(&metrics.registry);
         #[cfg(target_os = "linux")]
         metrics
             .registry
@@ -328,4 +338,128 @@ pub fn cpu_seconds() -> f64 {
     };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Queueing delays run from microseconds (a worker free) to tens of seconds (a backlog after a
+/// burst): the buckets cover both ends.
+const QUEUE_BUCKETS: [f64; 19] = [
+    1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0,
+];
+
+/// Lock waits run from a microsecond (a short critical section) to tens of milliseconds (a
+/// lock held across a task on a busy machine).
+const LOCK_WAIT_BUCKETS: [f64; 14] = [
+    1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 0.1, 1.0,
+];
+
+/// The metrics of lessons 4 (blocking), 5 (contention) and 6 (overload), and which problems a
+/// worker has. Recorded by the shared run loop (`pool.rs`) and the instrumented lock
+/// (`lock.rs`), so both workers measure them the same way.
+pub struct LessonMetrics {
+    /// `worker_task_queue_delay_seconds`: from enqueue to a worker taking the task (lessons 4, 6).
+    pub queue_delay: Histogram,
+    /// `worker_task_latency_seconds`: from enqueue to the task's result, seal included: what a
+    /// client of the worker would wait (lessons 4, 5, 6).
+    pub task_latency: Histogram,
+    /// `worker_tasks_rejected_total`: tasks shed because the bounded queue stayed full (lesson 6).
+    pub tasks_rejected: IntCounter,
+    /// `worker_producer_rate`: tasks per second offered right now, bursts included (lesson 6).
+    pub producer_rate: GaugeMetric,
+    /// `worker_lock_wait_seconds{lock}`: waits of contended acquisitions (lesson 5).
+    pub lock_wait: HistogramVec,
+    /// `worker_lock_acquisitions_total{lock}`: every acquisition, waiting or not (lesson 5).
+    pub lock_acquisitions: IntCounterVec,
+    /// `worker_problem_enabled{problem}`: 1 for each problem this worker has, else 0.
+    pub problem_enabled: IntGaugeVec,
+}
+
+impl LessonMetrics {
+    fn new() -> LessonMetrics {
+        LessonMetrics {
+            queue_delay: Histogram::with_opts(
+                HistogramOpts::new(
+                    "worker_task_queue_delay_seconds",
+                    "Time from enqueuing a task to a worker taking it.",
+                )
+                .buckets(QUEUE_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            task_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "worker_task_latency_seconds",
+                    "Time from enqueuing a task to its result: queueing, handling and sealing.",
+                )
+                .buckets(QUEUE_BUCKETS.to_vec()),
+            )
+            .expect("valid metric"),
+            tasks_rejected: IntCounter::new(
+                "worker_tasks_rejected_total",
+                "Tasks shed because the bounded queue stayed full (backpressure).",
+            )
+            .expect("valid metric"),
+            producer_rate: GaugeMetric::new(
+                "worker_producer_rate",
+                "Tasks per second the producer offers now, bursts included.",
+            )
+            .expect("valid metric"),
+            lock_wait: HistogramVec::new(
+                HistogramOpts::new(
+                    "worker_lock_wait_seconds",
+                    "Time spent waiting for a lab lock, per contended acquisition (_count: contentions, _sum: total wait).",
+                )
+                .buckets(LOCK_WAIT_BUCKETS.to_vec()),
+                &["lock"],
+            )
+            .expect("valid metric"),
+            lock_acquisitions: IntCounterVec::new(
+                Opts::new(
+                    "worker_lock_acquisitions_total",
+                    "Acquisitions of a lab lock, contended or not.",
+                ),
+                &["lock"],
+            )
+            .expect("valid metric"),
+            problem_enabled: IntGaugeVec::new(
+                Opts::new(
+                    "worker_problem_enabled",
+                    "1 for each problem this worker has (--problems), else 0.",
+                ),
+                &["problem"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn register(&self, registry: &Registry) {
+        let collectors: [Box<dyn Collector>; 7] = [
+            Box::new(self.queue_delay.clone()),
+            Box::new(self.task_latency.clone()),
+            Box::new(self.tasks_rejected.clone()),
+            Box::new(self.producer_rate.clone()),
+            Box::new(self.lock_wait.clone()),
+            Box::new(self.lock_acquisitions.clone()),
+            Box::new(self.problem_enabled.clone()),
+        ];
+        for collector in collectors {
+            registry.register(collector).expect("unique metric names");
+        }
+    }
+
+    /// The handles of the lab lock named `lock`; its series exist from the first scrape on.
+    pub fn lock_stats(&self, lock: &str) -> LockStats {
+        LockStats {
+            wait: self.lock_wait.with_label_values(&[lock]),
+            acquisitions: self.lock_acquisitions.with_label_values(&[lock]),
+        }
+    }
+
+    /// Sets `worker_problem_enabled` for every problem.
+    pub fn set_problems(&self, problems: Problems) {
+        for problem in Problem::ALL {
+            self.problem_enabled
+                .with_label_values(&[problem.name()])
+                .set(i64::from(problems.has(problem)));
+        }
+    }
 }

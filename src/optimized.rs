@@ -4,6 +4,11 @@
 //! 2. Capacity: buffers sized once per runtime thread and reused, cleared, for every task.
 //! 3. Allocation in hot paths: borrow instead of clone, write into reused buffers, resolve
 //!    metric handles once.
+//! 4. Blocking the runtime: the long CPU-bound step (sealing a result) runs on tokio's blocking
+//!    pool (`spawn_blocking`); the runtime threads stay free to poll other tasks.
+//! 5. Lock contention: each worker keeps its own tally and merges it into the shared one once,
+//!    when it stops; the shared lock is taken once per worker, not once per task.
+//! 6. Overload: a bounded queue; when it stays full the producer sheds the task and counts it.
 //!
 //! In steady state a task makes no heap allocation at all; `worker_task_allocations_total`
 //! stays flat once the buffers have reached their size, and the tests hold it to that.
@@ -11,6 +16,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +25,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy};
+use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy, Tally};
 use crate::task::{self, BUCKETS, Operation, TaskError, TaskSpec, VALUE_RANGE};
 
 /// How often a round's progress reporter logs.
@@ -43,16 +49,24 @@ pub struct OptimizedWorker {
     handles: Handles,
     /// The slowest task this worker has seen; merged into the run's audit when it stops.
     slowest: Option<Slowest>,
+    /// Lesson 5: this worker's own tally; merged into the run's when it stops.
+    tally: Tally,
 }
+
+/// What a round leaves behind: its progress reporter and the token that stops it.
+pub type Reporter = (CancellationToken, JoinHandle<()>);
 
 impl Strategy for Optimized {
     type Worker = OptimizedWorker;
-    type Round = (CancellationToken, JoinHandle<()>);
+    type Round = Reporter;
 
-    // ---- The queue -----------------------------------------------------------------------
-    // Bounded: when workers fall behind, the producer waits instead of piling tasks up.
+    // ---- Lesson 6: the queue ------------------------------------------------------------------
+    // Bounded: when workers fall behind, the producer waits for room until its next task is
+    // due, then sheds the task, counted. Shows in: `worker_tasks_in_queue` never above
+    // 2 x --workers, `worker_tasks_rejected_total` rising during a burst instead of the queue,
+    // `worker_task_queue_delay_seconds` staying short, memory flat.
     fn queue(&self, config: &RunConfig) -> QueueKind {
-        QueueKind::Bounded(config.workers * 2)
+        queue(config)
     }
 
     // ---- Per-worker state ------------------------------------------------------------------
@@ -63,6 +77,7 @@ impl Strategy for Optimized {
         OptimizedWorker {
             handles: Handles::resolve(&ctx.metrics),
             slowest: None,
+            tally: Tally::default(),
         }
     }
 
@@ -70,16 +85,11 @@ impl Strategy for Optimized {
     // The reporter gets a child of the shutdown token; the round cancels it when it ends and
     // waits for it, so at most one reporter is alive and shutdown leaves none behind.
     fn start_round(&self, round: u64, ctx: &Arc<Context>) -> Self::Round {
-        let stop = ctx.shutdown.child_token();
-        let reporter = pool::spawn_helper(progress_reporter(round, Arc::clone(ctx), stop.clone()));
-        (stop, reporter)
+        start_reporter(round, ctx)
     }
 
-    async fn finish_round(&self, (stop, reporter): Self::Round) {
-        stop.cancel();
-        if let Err(err) = reporter.await {
-            tracing::error!("progress reporter failed: {err}");
-        }
+    async fn finish_round(&self, reporter: Self::Round) {
+        stop_reporter(reporter).await;
     }
 
     // ---- Lesson 1b: no helper per task ------------------------------------------------------
@@ -97,11 +107,9 @@ impl Strategy for Optimized {
         );
 
         let started = Instant::now();
-        let outcome = SCRATCH.with_borrow_mut(|scratch| {
-            // A no-op once this thread's buffers have their size.
-            scratch.reserve(self.data_size);
-            process(&task, scratch, self.data_size)
-        });
+        let outcome = process_on_this_thread(&task, self.data_size);
+        // Lesson 5: no lock per task; this worker's tally is its own.
+        worker.tally.add(task.operation, &outcome);
         let elapsed = started.elapsed();
         worker.handles.record(task.operation, &outcome, elapsed);
 
@@ -118,11 +126,69 @@ impl Strategy for Optimized {
         outcome
     }
 
+    // ---- Lesson 4: the long CPU-bound step off the runtime ------------------------------------
+    // tokio's blocking pool runs it on a thread of its own; this task waits for the result
+    // without holding a runtime thread, so the HTTP server and the other workers keep being
+    // polled. (For work that can be split, `tokio::task::yield_now` between pieces is the other
+    // fix; a seal is one long hash, so it moves.) Shows in: tokio's poll times and
+    // `worker_runtime_busy_seconds_total` staying low, `worker_task_queue_delay_seconds` and
+    // `/metrics` latency unaffected; the CPU profile shows `task::seal` under
+    // `tokio::runtime::blocking::pool`, not under `pool::work`.
+    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send {
+        seal_off_runtime(digest, data_size)
+    }
+
     fn finish_worker(&self, worker: OptimizedWorker, ctx: &Context) {
         if let Some(slowest) = worker.slowest {
             ctx.audit.record(slowest);
         }
+        // Lesson 5: the shared tally's lock, once per worker.
+        ctx.tally.lock().merge(&worker.tally);
     }
+}
+
+/// Lesson 6's fix: a queue of at most two tasks per worker.
+pub(crate) fn queue(config: &RunConfig) -> QueueKind {
+    QueueKind::Bounded(config.workers * 2)
+}
+
+/// Lesson 1a's fix: a reporter the round can stop.
+pub(crate) fn start_reporter(round: u64, ctx: &Arc<Context>) -> Reporter {
+    let stop = ctx.shutdown.child_token();
+    let reporter = pool::spawn_helper(progress_reporter(round, Arc::clone(ctx), stop.clone()));
+    (stop, reporter)
+}
+
+/// Stops a round's reporter and waits for it.
+pub(crate) async fn stop_reporter((stop, reporter): Reporter) {
+    stop.cancel();
+    if let Err(err) = reporter.await {
+        tracing::error!("progress reporter failed: {err}");
+    }
+}
+
+/// Lesson 4's fix: seals on the blocking pool and waits for it without holding a runtime thread.
+pub(crate) async fn seal_off_runtime(digest: u64, data_size: usize) -> u64 {
+    match tokio::task::spawn_blocking(move || task::seal(digest, data_size)).await {
+        Ok(sealed) => sealed,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        // The runtime is shutting down and cancelled it before it started: finish it here.
+        Err(_) => task::seal(digest, data_size),
+    }
+}
+
+/// Computes a task with this runtime thread's reused buffers (lessons 2 and 3 fixed).
+pub(crate) fn process_on_this_thread(task: &TaskSpec, data_size: usize) -> Result<u64, TaskError> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        // A no-op once this thread's buffers have their size.
+        scratch.reserve(data_size);
+        process(task, scratch, data_size)
+    })
+}
+
+/// Sizes this runtime thread's buffers before the first task.
+pub(crate) fn reserve_scratch(data_size: usize) {
+    SCRATCH.with_borrow_mut(|scratch| scratch.reserve(data_size));
 }
 
 /// Logs the progress of one round until the round or the run stops it.
@@ -139,14 +205,14 @@ async fn progress_reporter(round: u64, ctx: Arc<Context>, stop: CancellationToke
 
 // ---- Lesson 3: metric handles resolved once --------------------------------------------------
 // One lookup per operation when the worker starts; per task, only atomic updates.
-struct Handles {
+pub(crate) struct Handles {
     duration: [Histogram; 4],
     processed: [IntCounter; 4],
     errors: [IntCounter; 4],
 }
 
 impl Handles {
-    fn resolve(metrics: &Metrics) -> Handles {
+    pub(crate) fn resolve(metrics: &Metrics) -> Handles {
         let counters =
             |vec: &IntCounterVec| Operation::ALL.map(|op| vec.with_label_values(&[op.name()]));
         Handles {
@@ -157,7 +223,12 @@ impl Handles {
         }
     }
 
-    fn record(&self, operation: Operation, outcome: &Result<u64, TaskError>, elapsed: Duration) {
+    pub(crate) fn record(
+        &self,
+        operation: Operation,
+        outcome: &Result<u64, TaskError>,
+        elapsed: Duration,
+    ) {
         let i = operation.index();
         self.duration[i].observe(elapsed.as_secs_f64());
         self.processed[i].inc();
@@ -211,7 +282,7 @@ impl Scratch {
 }
 
 /// Bytes of the widest rendered value: a sign, the digits of `VALUE_RANGE` and a comma.
-const WIDEST_VALUE: usize = VALUE_RANGE.ilog10() as usize + 3;
+pub(crate) const WIDEST_VALUE: usize = VALUE_RANGE.ilog10() as usize + 3;
 
 /// Computes a task's digest; must agree with `bad::process` for every task.
 pub fn process(task: &TaskSpec, scratch: &mut Scratch, data_size: usize) -> Result<u64, TaskError> {
@@ -235,7 +306,7 @@ fn generate(task: &TaskSpec, data_size: usize, payload: &mut Vec<i64>) {
 
 /// Lesson 3: one pass over the borrowed payload, no copies.
 #[inline(never)]
-fn stats(payload: &[i64]) -> u64 {
+pub(crate) fn stats(payload: &[i64]) -> u64 {
     let (sum, min, max) = payload
         .iter()
         .fold((0i64, i64::MAX, i64::MIN), |(sum, min, max), &v| {
@@ -246,7 +317,7 @@ fn stats(payload: &[i64]) -> u64 {
 
 /// Lesson 3: one copy into the reused buffer; the checksum reads it in place.
 #[inline(never)]
-fn sort(payload: &[i64], sorted: &mut Vec<i64>) -> u64 {
+pub(crate) fn sort(payload: &[i64], sorted: &mut Vec<i64>) -> u64 {
     sorted.clear();
     sorted.extend_from_slice(payload);
     // Integers have no identity beyond their value, so an unstable sort gives the same order.
@@ -259,7 +330,7 @@ fn sort(payload: &[i64], sorted: &mut Vec<i64>) -> u64 {
 /// Lessons 2 and 3: a map with room for every bucket, cleared and refilled, keyed by the
 /// bucket number itself; the fullest bucket is found in one pass, no Vec, no sort.
 #[inline(never)]
-fn dedup(payload: &[i64], counts: &mut HashMap<usize, u32>) -> u64 {
+pub(crate) fn dedup(payload: &[i64], counts: &mut HashMap<usize, u32>) -> u64 {
     counts.clear();
     for &value in payload {
         *counts.entry(task::bucket(value)).or_insert(0) += 1;
@@ -274,7 +345,7 @@ fn dedup(payload: &[i64], counts: &mut HashMap<usize, u32>) -> u64 {
 
 /// Lessons 2 and 3: every value is written straight into one reused String.
 #[inline(never)]
-fn render(payload: &[i64], text: &mut String) -> u64 {
+pub(crate) fn render(payload: &[i64], text: &mut String) -> u64 {
     text.clear();
     for value in payload {
         write!(text, "{value},").expect("writing to a String cannot fail");

@@ -2,24 +2,33 @@
 //! them off and hand each to the worker's [`Strategy`], and a cancellation token stops it all.
 //!
 //! Everything here is the same for both workers, so that the difference a learner sees on the
-//! dashboard comes only from `bad.rs` versus `optimized.rs`. The strategy decides the three
-//! things the lessons are about: the kind of queue, what happens around each round of tasks, and
-//! how one task is handled.
+//! dashboard comes only from `bad.rs` versus `optimized.rs`. The strategy decides the things the
+//! lessons are about: the kind of queue (lesson 6), what happens around each round of tasks
+//! (lesson 1), how one task is handled (lessons 1-3 and 5) and where its result is sealed
+//! (lesson 4).
+//!
+//! The measurements every lesson needs are taken here, alike for both: each task carries the
+//! time it was enqueued, so `worker_task_queue_delay_seconds` (enqueue to a worker taking it)
+//! and `worker_task_latency_seconds` (enqueue to result) mean the same in both workers, and the
+//! producer offers the same load (`--rate`, `--burst`) to both and counts what a bounded queue
+//! sheds in `worker_tasks_rejected_total`.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::alloc::{self, AllocCounts};
+use crate::burst::Burst;
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::task::{self, Generator, Operation, TaskError, TaskSpec};
+use crate::tasks::{self, TaskKind};
 
 /// What one run does; the flags of both workers map onto it.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,16 +58,82 @@ pub struct Context {
     pub audit: Audit,
     /// Every handled task's result and allocations, kept outside the strategy (`lab check`).
     pub ledger: Ledger,
+    /// Lesson 5: tasks and digests by operation, for the whole run, behind the lab's
+    /// instrumented lock (`worker_lock_wait_seconds{lock="tally"}`, `/debug/pprof/mutex`).
+    pub tally: lock::Mutex<Tally>,
+    /// Lesson 6: the producer's bursts (`--burst`), if any.
+    pub burst: Option<Burst>,
 }
 
 impl Context {
     pub fn new(config: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Context {
+        let tally = lock::Mutex::new(Tally::default(), metrics.lessons.lock_stats("tally"));
         Context {
             config,
             metrics,
             shutdown,
             audit: Audit::default(),
             ledger: Ledger::default(),
+            tally,
+            burst: None,
+        }
+    }
+
+    /// The same context with the producer bursting as `burst` says.
+    pub fn with_burst(mut self, burst: Option<Burst>) -> Context {
+        self.burst = burst;
+        self
+    }
+}
+
+/// Tasks and the digests of their results, by operation. Digests are combined with XOR, which
+/// does not depend on order, so tallies kept per worker and merged at the end equal one kept in
+/// one place: lesson 5's fix is free to choose.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub tasks: [u64; 4],
+    pub failed: [u64; 4],
+    pub digests: [u64; 4],
+}
+
+impl Tally {
+    pub fn add(&mut self, operation: Operation, outcome: &Result<u64, TaskError>) {
+        let i = operation.index();
+        self.tasks[i] += 1;
+        match outcome {
+            Ok(digest) => self.digests[i] ^= digest,
+            Err(_) => self.failed[i] += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        for i in 0..Operation::ALL.len() {
+            self.tasks[i] += other.tasks[i];
+            self.failed[i] += other.failed[i];
+            self.digests[i] ^= other.digests[i];
+        }
+    }
+
+    /// Tasks tallied, all operations.
+    pub fn total(&self) -> u64 {
+        self.tasks.iter().sum()
+    }
+}
+
+/// A task in the queue, with the time it was put there: queueing delay and end-to-end latency
+/// are measured from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Queued {
+    pub task: TaskSpec,
+    pub enqueued: Instant,
+}
+
+impl Queued {
+    /// `task`, enqueued now.
+    pub fn now(task: TaskSpec) -> Queued {
+        Queued {
+            task,
+            enqueued: Instant::now(),
         }
     }
 }
@@ -68,7 +143,10 @@ impl Context {
 pub enum QueueKind {
     /// The producer never waits; a backlog grows without limit when workers fall behind.
     Unbounded,
-    /// The producer waits when this many tasks are queued: backpressure.
+    /// At most this many tasks wait: backpressure. When the queue is full the producer waits
+    /// for room until its next task is due, then sheds the task it holds and counts it in
+    /// `worker_tasks_rejected_total`: the offered load stays on schedule, the excess is refused
+    /// where everyone can see it instead of piling up where no one looks.
     Bounded(usize),
 }
 
@@ -98,6 +176,9 @@ pub trait Strategy: Send + Sync + Sized + 'static {
         ctx: &Arc<Context>,
     ) -> Result<u64, TaskError>;
 
+    /// Seals a result that asks for it (`task::seal`, lesson 4): a long CPU-bound step.
+    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send;
+
     /// Called once when a worker task stops.
     fn finish_worker(&self, worker: Self::Worker, ctx: &Context);
 }
@@ -109,6 +190,8 @@ pub struct RunTotals {
     pub tasks_produced: u64,
     /// Produced but never handled, because the run stopped first.
     pub tasks_abandoned: u64,
+    /// Offered but shed because the bounded queue stayed full (not in `tasks_produced`).
+    pub tasks_rejected: u64,
 }
 
 /// Runs `strategy` until `ctx.shutdown` is cancelled, then waits for its worker tasks.
@@ -117,10 +200,9 @@ pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals 
     let rx = Arc::new(AsyncMutex::new(rx));
     let mut workers = JoinSet::new();
     for _ in 0..ctx.config.workers {
-        workers.spawn(work(
-            Arc::clone(&strategy),
-            Arc::clone(&ctx),
-            Arc::clone(&rx),
+        workers.spawn(tasks::track(
+            TaskKind::Worker,
+            work(Arc::clone(&strategy), Arc::clone(&ctx), Arc::clone(&rx)),
         ));
     }
     let mut totals = produce(&*strategy, &ctx, tx).await;
@@ -129,6 +211,13 @@ pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals 
             tracing::error!("worker task failed: {err}");
         }
     }
+    let tally = *ctx.tally.lock();
+    tracing::info!(
+        tasks = tally.total(),
+        failed = tally.failed.iter().sum::<u64>(),
+        digest = format_args!("{:016x}", tally.digests.iter().fold(0, |a, d| a ^ d)),
+        "run tally"
+    );
     // What is still queued was produced and will never be handled; say so instead of hiding it.
     let mut rx = rx.lock().await;
     while rx.try_recv().is_ok() {
@@ -138,14 +227,15 @@ pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals 
     totals
 }
 
-/// Spawns a helper task. The future is boxed so that its own `poll` is a real call, which makes
-/// its name appear in task dumps (`/debug/pprof/goroutine`) instead of being inlined away.
+/// Spawns a helper task: registered as [`TaskKind::Helper`], with the line of the lesson's code
+/// that called this as its spawn site, so the task profile (`/debug/pprof/goroutine`) names both
+/// the function a leaked helper runs and where it was created.
+#[track_caller]
 pub fn spawn_helper<F>(future: F) -> JoinHandle<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let boxed: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(future);
-    tokio::spawn(boxed)
+    tasks::spawn(TaskKind::Helper, future)
 }
 
 /// The slowest task a run has seen.
@@ -183,8 +273,9 @@ impl Audit {
     }
 }
 
-/// What the handled tasks add up to, recorded by the pool around every `Strategy::handle`: the
-/// strategy cannot skip, forge or hide an entry. `lab check` compares the checksum with the one
+/// What the handled tasks add up to, recorded by the pool in [`complete`] for every task with its
+/// final result (after the seal, for a sealed task): the strategy cannot skip, forge or hide an
+/// entry. `lab check` compares the checksum with the one
 /// it computes itself from `optimized::process`, and grades allocations per task from it.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -261,13 +352,22 @@ mod hex_u64 {
 }
 
 enum Sender {
-    Unbounded(mpsc::UnboundedSender<TaskSpec>),
-    Bounded(mpsc::Sender<TaskSpec>),
+    Unbounded(mpsc::UnboundedSender<Queued>),
+    Bounded(mpsc::Sender<Queued>),
 }
 
 enum Receiver {
-    Unbounded(mpsc::UnboundedReceiver<TaskSpec>),
-    Bounded(mpsc::Receiver<TaskSpec>),
+    Unbounded(mpsc::UnboundedReceiver<Queued>),
+    Bounded(mpsc::Receiver<Queued>),
+}
+
+/// What became of a task the producer offered.
+enum Sent {
+    Queued,
+    /// The bounded queue stayed full until the next task was due.
+    Rejected,
+    /// Every receiver is gone.
+    Closed,
 }
 
 fn queue(kind: QueueKind) -> (Sender, Receiver) {
@@ -284,24 +384,38 @@ fn queue(kind: QueueKind) -> (Sender, Receiver) {
 }
 
 impl Sender {
-    /// False once every receiver is gone.
-    async fn send(&self, task: TaskSpec) -> bool {
+    /// Enqueues `task`; a full bounded queue is waited on until `due` (when the producer's next
+    /// task is due), then the task is shed.
+    async fn send(&self, task: Queued, due: Instant) -> Sent {
         match self {
-            Sender::Unbounded(tx) => tx.send(task).is_ok(),
-            Sender::Bounded(tx) => tx.send(task).await.is_ok(),
+            Sender::Unbounded(tx) => match tx.send(task) {
+                Ok(()) => Sent::Queued,
+                Err(_) => Sent::Closed,
+            },
+            Sender::Bounded(tx) => match tx.try_send(task) {
+                Ok(()) => Sent::Queued,
+                Err(mpsc::error::TrySendError::Closed(_)) => Sent::Closed,
+                Err(mpsc::error::TrySendError::Full(task)) => {
+                    match tokio::time::timeout_at(due, tx.send(task)).await {
+                        Ok(Ok(())) => Sent::Queued,
+                        Ok(Err(_)) => Sent::Closed,
+                        Err(_) => Sent::Rejected,
+                    }
+                }
+            },
         }
     }
 }
 
 impl Receiver {
-    async fn recv(&mut self) -> Option<TaskSpec> {
+    async fn recv(&mut self) -> Option<Queued> {
         match self {
             Receiver::Unbounded(rx) => rx.recv().await,
             Receiver::Bounded(rx) => rx.recv().await,
         }
     }
 
-    fn try_recv(&mut self) -> Result<TaskSpec, mpsc::error::TryRecvError> {
+    fn try_recv(&mut self) -> Result<Queued, mpsc::error::TryRecvError> {
         match self {
             Receiver::Unbounded(rx) => rx.try_recv(),
             Receiver::Bounded(rx) => rx.try_recv(),
@@ -309,16 +423,17 @@ impl Receiver {
     }
 }
 
-/// Produces tasks at `--rate`, round after round, until shutdown.
+/// Produces tasks at `--rate` (times the burst factor during a burst), round after round,
+/// until shutdown.
 async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> RunTotals {
     let config = &ctx.config;
+    let metrics = &ctx.metrics;
     let mut generator = Generator::new(config.seed, config.data_size);
-    let mut pace = tokio::time::interval_at(
-        Instant::now(),
-        Duration::from_secs_f64(1.0 / f64::from(config.rate)),
-    );
-    // Below tokio's 1 ms timer resolution, ticks arrive in bursts; catching up keeps the rate.
-    pace.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let start = Instant::now();
+    // When the next task is due. Deadlines advance by the rate of the moment; a producer that
+    // fell behind (tokio's timer has 1 ms resolution, a busy thread is late) catches up at once,
+    // so the offered load over any second is what the flags say.
+    let mut due = start;
     let mut totals = RunTotals::default();
     let limit = config.max_tasks.unwrap_or(u64::MAX);
     for round in 0.. {
@@ -335,20 +450,31 @@ async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> R
                     strategy.finish_round(guard).await;
                     return totals;
                 }
-                _ = pace.tick() => {}
+                () = tokio::time::sleep_until(due) => {}
             }
-            ctx.metrics.tasks_in_queue.inc();
+            let rate = Burst::rate_at(ctx.burst.as_ref(), config.rate, due - start);
+            metrics.lessons.producer_rate.set(rate);
+            due += Duration::from_secs_f64(1.0 / rate);
+            metrics.tasks_in_queue.inc();
+            let task = Queued::now(generator.next_task());
             let sent = tokio::select! {
                 biased;
-                () = ctx.shutdown.cancelled() => false,
-                sent = tx.send(generator.next_task()) => sent,
+                () = ctx.shutdown.cancelled() => Sent::Closed,
+                sent = tx.send(task, due) => sent,
             };
-            if !sent {
-                ctx.metrics.tasks_in_queue.dec();
-                strategy.finish_round(guard).await;
-                return totals;
+            match sent {
+                Sent::Queued => totals.tasks_produced += 1,
+                Sent::Rejected => {
+                    metrics.tasks_in_queue.dec();
+                    metrics.lessons.tasks_rejected.inc();
+                    totals.tasks_rejected += 1;
+                }
+                Sent::Closed => {
+                    metrics.tasks_in_queue.dec();
+                    strategy.finish_round(guard).await;
+                    return totals;
+                }
             }
-            totals.tasks_produced += 1;
         }
         strategy.finish_round(guard).await;
     }
@@ -364,11 +490,40 @@ async fn work<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>, rx: Arc<AsyncMut
             () = ctx.shutdown.cancelled() => None,
             task = async { rx.lock().await.recv().await } => task,
         };
-        let Some(task) = next else { break };
+        let Some(queued) = next else { break };
         ctx.metrics.tasks_in_queue.dec();
-        let _ = handle_counted(&*strategy, &mut worker, task, &ctx);
+        ctx.metrics
+            .lessons
+            .queue_delay
+            .observe(queued.enqueued.elapsed().as_secs_f64());
+        let _ = complete(&*strategy, &mut worker, queued, &ctx).await;
     }
     strategy.finish_worker(worker, &ctx);
+}
+
+/// Everything a worker task does with one task: handles it, seals the result when the task asks
+/// for it, records the time from enqueue to result in `worker_task_latency_seconds`, and enters
+/// the final result (sealed, for a sealed task) in the ledger `lab check` grades.
+pub async fn complete<S: Strategy>(
+    strategy: &S,
+    worker: &mut S::Worker,
+    queued: Queued,
+    ctx: &Arc<Context>,
+) -> Result<u64, TaskError> {
+    let task = queued.task;
+    let (handled, made) = handle_measured(strategy, worker, task, ctx);
+    let outcome = match handled {
+        Ok(digest) if task.sealed() => Ok(strategy.seal(digest, ctx.config.data_size).await),
+        outcome => outcome,
+    };
+    ctx.metrics
+        .lessons
+        .task_latency
+        .observe(queued.enqueued.elapsed().as_secs_f64());
+    // The result as it leaves the worker: a strategy that skips the seal enters a different
+    // checksum, so skipping lesson 4's work cannot pass for fixing it.
+    ctx.ledger.record(task.id, &outcome, made);
+    outcome
 }
 
 /// Handles one task and adds the allocations it made to `worker_task_allocations_total`: what a
@@ -379,7 +534,18 @@ pub fn handle_counted<S: Strategy>(
     task: TaskSpec,
     ctx: &Arc<Context>,
 ) -> Result<u64, TaskError> {
-    let id = task.id;
+    handle_measured(strategy, worker, task, ctx).0
+}
+
+/// [`handle_counted`], also returning what `handle` allocated and how often it grew a buffer
+/// (`None` when this thread shares the allocator's overflow slot). The counts are taken around
+/// `handle` alone, which runs on one thread; the seal may move between threads.
+fn handle_measured<S: Strategy>(
+    strategy: &S,
+    worker: &mut S::Worker,
+    task: TaskSpec,
+    ctx: &Arc<Context>,
+) -> (Result<u64, TaskError>, Option<(AllocCounts, u64)>) {
     let before = alloc::thread_counts().zip(alloc::thread_reallocations());
     let result = strategy.handle(worker, task, ctx);
     let after = alloc::thread_counts().zip(alloc::thread_reallocations());
@@ -390,6 +556,5 @@ pub fn handle_counted<S: Strategy>(
         ctx.metrics.task_allocations.inc_by(made.allocations);
         ctx.metrics.task_allocated_bytes.inc_by(made.bytes);
     }
-    ctx.ledger.record(id, &result, made);
-    result
+    (result, made)
 }

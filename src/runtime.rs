@@ -4,20 +4,28 @@ use tokio::runtime::{Builder, Runtime};
 
 use crate::alloc;
 
-/// A multi-threaded runtime with one worker thread, plus tokio's blocking pool (profiles are
-/// symbolized there).
+/// Worker threads when `--runtime-threads` is not given.
+pub const DEFAULT_THREADS: usize = 2;
+
+/// Most worker threads `--runtime-threads` accepts.
+pub const MAX_THREADS: usize = 256;
+
+/// A multi-threaded runtime with `threads` worker threads, plus tokio's blocking pool (profiles
+/// are symbolized there).
 ///
-/// One worker thread, because a task dump on a runtime with several would risk hanging it:
-/// tokio 1.54 gathers the worker threads at a barrier whose timed-out waits are not undone
-/// (tokio-rs/tokio#8370), so a thread that is slow to arrive once can leave another blocked
-/// forever, and the process unable to exit. With one thread there is no one to wait for. The
-/// workload needs a few percent of a core at the lab's settings, so nothing is lost.
+/// The lab once ran a single worker thread, because tokio's task dumps (then behind the task
+/// profile) could leave a runtime with several threads hung at their barrier
+/// (tokio-rs/tokio#8370). The task profile now reads the lab's own registry
+/// ([`crate::tasks`]) and no longer stops the runtime, so the runtime has its threads back: two
+/// by default, as many as a learner likes with `--runtime-threads`. With two, a task that
+/// blocks its thread (lesson: blocking) stalls half the runtime rather than all of it, and
+/// `/metrics` stays responsive while a profile is being made.
 ///
 /// Threads give their allocation-counter slot back when they stop, so the blocking pool's
 /// short-lived threads never run out of slots.
-pub fn build() -> std::io::Result<Runtime> {
+pub fn build(threads: usize) -> std::io::Result<Runtime> {
     Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(threads.clamp(1, MAX_THREADS))
         .enable_all()
         .on_thread_stop(alloc::release_thread_slot)
         .build()

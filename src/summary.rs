@@ -9,10 +9,6 @@ use crate::kind::WorkerKind;
 use crate::memory::MemoryStats;
 use crate::pool::{RunTotals, Slowest};
 
-/// A few tasks more at exit than at start are HTTP connections (Prometheus keeps one open);
-/// beyond this, tasks were left behind.
-const LEAK_THRESHOLD: usize = 5;
-
 /// Why the run stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -46,6 +42,9 @@ pub struct Summary {
     /// Live tokio tasks just before the workload started, and after it stopped.
     pub live_tasks_start: usize,
     pub live_tasks_end: usize,
+    /// Helper tasks (`tasks::TaskKind::Helper`) still alive after the workload stopped: the
+    /// ones that outlived their work. HTTP connections and the pool's own tasks are not counted.
+    pub helpers_left: usize,
     pub memory: MemoryStats,
     pub process_allocs: AllocCounts,
     pub task_allocs: AllocCounts,
@@ -53,13 +52,14 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Tasks alive at exit that were not alive at start.
+    /// Helper tasks that outlived the work: the workload has stopped and joined what it meant
+    /// to join, so every helper still alive was left behind.
     pub fn leaked_tasks(&self) -> usize {
-        self.live_tasks_end.saturating_sub(self.live_tasks_start)
+        self.helpers_left
     }
 
     pub fn leaking(&self) -> bool {
-        self.leaked_tasks() > LEAK_THRESHOLD
+        self.leaked_tasks() > 0
     }
 
     /// Allocation calls per processed task, made while handling it.
@@ -124,7 +124,7 @@ impl fmt::Display for Summary {
         if self.leaking() {
             writeln!(
                 f,
-                "  LEAK: {} tasks outlived their work: helpers with no exit path are still waiting.\n        \
+                "  LEAK: {} helper tasks outlived their work: they have no exit path and are still waiting.\n        \
                  See them: go tool pprof -top http://{}/debug/pprof/goroutine",
                 self.leaked_tasks(),
                 self.reachable_at()

@@ -87,6 +87,11 @@ impl TaskSpec {
         }
     }
 
+    /// Whether this task's result is sealed ([`seal`]): one task in [`SEAL_EVERY`], by id.
+    pub fn sealed(&self) -> bool {
+        self.id % SEAL_EVERY == SEAL_EVERY - 1
+    }
+
     /// The payload, element by element, without allocating: each worker decides where to put it.
     pub fn values(&self, data_size: usize) -> Values {
         Values {
@@ -202,6 +207,25 @@ pub fn mix(parts: &[u64]) -> u64 {
     })
 }
 
+/// One task in this many has its result sealed.
+pub const SEAL_EVERY: u64 = 10;
+
+/// Rounds of [`seal`] per payload value: a few milliseconds of CPU for the demo's 10 000
+/// values in a release build. An unoptimized build runs the loop tens of times slower; it does
+/// fewer rounds so that tests at high rates stay affordable, and its stalls are still longer.
+/// A digest is the same in both workers of one build, not across builds.
+pub const SEAL_ROUNDS_PER_VALUE: u64 = if cfg!(debug_assertions) { 40 } else { 100 };
+
+/// Seals a result: a deliberately slow, iterated hash of the digest, the way a password hash,
+/// a signature or a compression pass is slow, with work in proportion to the payload. Pure CPU
+/// for milliseconds with no await point: lesson 4's "blocking" step, which each worker runs on
+/// a different kind of thread.
+#[inline(never)]
+pub fn seal(digest: u64, data_size: usize) -> u64 {
+    let rounds = data_size as u64 * SEAL_ROUNDS_PER_VALUE;
+    (0..rounds).fold(digest, |acc, round| mix(&[acc, round]))
+}
+
 /// 64-bit FNV-1a, fed incrementally so text can be hashed as it is produced or all at once.
 #[derive(Debug, Clone, Copy)]
 pub struct Fnv1a(pub u64);
@@ -282,6 +306,14 @@ mod tests {
             let payload: Vec<i64> = task.values(64).collect();
             assert_eq!(validate(&payload).is_err(), task.corrupt_at.is_some());
         }
+    }
+
+    #[test]
+    #[ignore = "prints the seal's cost in this build"]
+    fn seal_cost() {
+        let started = std::time::Instant::now();
+        let sealed = seal(1, 10_000);
+        eprintln!("seal of 10000 values: {:?} ({sealed})", started.elapsed());
     }
 
     #[test]

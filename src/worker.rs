@@ -29,9 +29,11 @@ use crate::pool::{self, Context, RunTotals, Strategy};
 use crate::pprof::cpu::{self, CpuSession};
 use crate::pprof::heap::{self, HeapView};
 use crate::profile_file::ProfilePath;
+use crate::problems::Problems;
 use crate::server::{self, AppState};
 use crate::shutdown::Shutdown;
 use crate::summary::Summary;
+use crate::tasks::{self, TaskKind};
 use crate::{logging, runtime};
 
 /// How long open HTTP requests may delay the exit after the summary and profiles are done.
@@ -41,7 +43,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub fn main(kind: WorkerKind) -> ExitCode {
     let args = WorkerArgs::parse_for(kind);
     logging::init();
-    let runtime = match runtime::build() {
+    let runtime = match runtime::build(args.runtime_threads as usize) {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the tokio runtime: {err}");
@@ -103,24 +105,29 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
         runtime: Handle::current(),
         stopping: shutdown.stopping().clone(),
     };
-    let mut server = tokio::spawn(server::serve(
-        listener,
-        state,
-        server_stop.clone(),
-        SHUTDOWN_GRACE,
-    ));
+    let mut server = tasks::spawn(
+        TaskKind::Http,
+        server::serve(listener, state, server_stop.clone(), SHUTDOWN_GRACE),
+    );
 
-    let ctx = Arc::new(Context::new(
-        args.run_config(),
-        Arc::clone(&metrics),
-        CancellationToken::new(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            args.run_config(),
+            Arc::clone(&metrics),
+            CancellationToken::new(),
+        )
+        .with_burst(args.burst),
+    );
+    lessons_banner(kind, &args, &metrics);
     let started = Instant::now();
     let live_tasks_start = Handle::current().metrics().num_alive_tasks();
     // The strategy is kept until the summary is taken: what it holds (the bad worker's parked
     // senders) is part of what the summary reports.
     let (totals, reason, _strategy) = match kind {
-        WorkerKind::Bad => drive(Bad::new(&ctx.config), &ctx, &shutdown, args.duration).await,
+        WorkerKind::Bad => {
+            let bad = Bad::with_problems(&ctx.config, args.problems);
+            drive(bad, &ctx, &shutdown, args.duration).await
+        }
         WorkerKind::Optimized => {
             drive(Optimized::new(&ctx.config), &ctx, &shutdown, args.duration).await
         }
@@ -148,6 +155,7 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
         errors: metrics.errors_total(),
         live_tasks_start,
         live_tasks_end: Handle::current().metrics().num_alive_tasks(),
+        helpers_left: tasks::live(TaskKind::Helper),
         memory: MemoryStats::read(),
         process_allocs: alloc::process_counts(),
         task_allocs,
@@ -189,6 +197,38 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Says which problems this worker has (log and `worker_problem_enabled`) and any burst.
+fn lessons_banner(kind: WorkerKind, args: &WorkerArgs, metrics: &Metrics) {
+    let problems = match kind {
+        WorkerKind::Bad => Some(args.problems),
+        WorkerKind::Optimized => Some(Problems::NONE),
+        // The learner's code has whichever problems are left: only `lab check` can say which,
+        // so `worker_problem_enabled` claims nothing for it.
+        WorkerKind::Exercise => None,
+    };
+    if let Some(problems) = problems {
+        metrics.lessons.set_problems(problems);
+    }
+    match kind {
+        WorkerKind::Bad => tracing::info!("problems: {}", args.problems),
+        WorkerKind::Optimized | WorkerKind::Exercise if args.problems != Problems::ALL => {
+            tracing::info!(
+                "--problems {} is for worker-bad; worker-{kind} has no switches and ignores it",
+                args.problems
+            )
+        }
+        WorkerKind::Optimized | WorkerKind::Exercise => {}
+    }
+    if let Some(burst) = &args.burst {
+        tracing::info!(
+            "bursts: {burst} ({} tasks/s for {} of every {})",
+            u64::from(args.rate) * u64::from(burst.factor),
+            crate::cli::format_duration(burst.on),
+            crate::cli::format_duration(burst.every)
+        );
     }
 }
 

@@ -399,7 +399,15 @@ fn every_endpoint_rejects_bad_query_parameters_with_a_400_naming_them() {
             "/debug/pprof/goroutine?debug=x",
             "expected a whole number from 0 to 2",
         ),
-        ("/debug/pprof/goroutine?seconds=1", "allowed: debug"),
+        ("/debug/pprof/goroutine?second=1", "allowed: debug, seconds"),
+        (
+            "/debug/pprof/goroutine?seconds=0",
+            "expected a whole number of seconds from 1 to 300",
+        ),
+        (
+            "/debug/pprof/goroutine?seconds=5&debug=1",
+            "cannot be combined",
+        ),
     ];
     for (path, expected) in cases {
         let response = worker.get(path);

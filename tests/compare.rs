@@ -39,6 +39,15 @@ const METRICS: &[(&str, &str)] = &[
     ("latency_p99", "latency p99"),
     ("error_rate", "error rate"),
     ("cpu_per_task", "CPU per task"),
+    // Lessons 4-6 (null from a worker without their metrics).
+    ("poll_time_max", "task poll, max (bucket bound)"),
+    ("poll_time_p99", "task poll p99"),
+    ("metrics_latency_p99", "/metrics latency p99"),
+    ("task_latency_p99", "enqueue-to-result p99"),
+    ("lock_wait_per_task", "lock wait per task"),
+    ("queue_depth_max", "tasks in queue, max"),
+    ("queue_delay_p99", "enqueue-to-start p99"),
+    ("tasks_rejected", "tasks rejected (shed)"),
 ];
 
 /// The charts `--out` draws, by file stem.

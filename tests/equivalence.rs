@@ -1,10 +1,18 @@
-//! The bad and the optimized worker compute the same thing; only how they do it differs.
+//! The bad and the optimized worker compute the same thing, with any set of problems; only how
+//! they do it differs.
+
+use std::sync::Arc;
 
 use profiling_lab::alloc;
-use profiling_lab::optimized::Scratch;
+use profiling_lab::bad::Bad;
+use profiling_lab::metrics::Metrics;
+use profiling_lab::optimized::{Optimized, Scratch};
+use profiling_lab::pool::{self, Context, Queued, RunConfig, Strategy, Tally};
+use profiling_lab::problems::Problems;
 use profiling_lab::task::{Generator, Operation, TaskError, TaskSpec};
-use profiling_lab::{bad, optimized};
+use profiling_lab::{WorkerKind, bad, optimized};
 use proptest::prelude::*;
+use tokio_util::sync::CancellationToken;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
@@ -30,6 +38,86 @@ proptest! {
         let _ = optimized::process(&previous, &mut reused, previous_size);
         prop_assert_eq!(optimized::process(&task, &mut reused, size), expected);
     }
+
+    /// Any task, any size, any set of problems: `--problems` changes how the bad worker
+    /// computes, never what.
+    #[test]
+    fn bad_agrees_with_optimized_with_any_set_of_problems(
+        id in any::<u64>(),
+        seed in any::<u64>(),
+        size in 1usize..400,
+        bits in 0u8..64,
+    ) {
+        let problems = Problems::from_bits(bits);
+        let task = TaskSpec::new(id, seed, size);
+        let mut scratch = Scratch::with_capacity(size);
+        prop_assert_eq!(
+            bad::process_with(task, size, problems),
+            optimized::process(&task, &mut scratch, size),
+            "problems: {}", problems
+        );
+    }
+}
+
+/// Runs `tasks` through the whole path a worker task takes (handle, seal, tally) on a real
+/// runtime; returns each result and the run's tally.
+async fn run_tasks<S: Strategy>(
+    strategy: S,
+    config: &RunConfig,
+    tasks: &[TaskSpec],
+) -> (Vec<Result<u64, TaskError>>, Tally) {
+    let metrics = Arc::new(Metrics::new(
+        WorkerKind::Bad,
+        tokio::runtime::Handle::current(),
+    ));
+    let ctx = Arc::new(Context::new(
+        config.clone(),
+        metrics,
+        CancellationToken::new(),
+    ));
+    let mut worker = strategy.worker(&ctx);
+    let mut results = Vec::new();
+    for &task in tasks {
+        results.push(pool::complete(&strategy, &mut worker, Queued::now(task), &ctx).await);
+    }
+    strategy.finish_worker(worker, &ctx);
+    ctx.shutdown.cancel();
+    let tally = *ctx.tally.lock();
+    (results, tally)
+}
+
+#[test]
+fn both_workers_give_the_same_results_and_tally_with_every_set_of_problems() {
+    let config = RunConfig {
+        tasks_per_round: 10,
+        workers: 2,
+        data_size: 64,
+        rate: 100,
+        seed: 1,
+    };
+    let mut generator = Generator::new(17, config.data_size);
+    let mut tasks: Vec<TaskSpec> = (0..30).map(|_| generator.next_task()).collect();
+    // A failing task that would be sealed, and one that is.
+    tasks.push(TaskSpec {
+        id: 39,
+        operation: Operation::Render,
+        seed: 3,
+        corrupt_at: Some(5),
+    });
+    assert!(tasks.iter().filter(|t| t.sealed()).count() >= 3);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let expected = run_tasks(Optimized::new(&config), &config, &tasks).await;
+        assert!(expected.0.iter().any(Result::is_err));
+        for problems in Problems::every_set() {
+            let got = run_tasks(Bad::with_problems(&config, problems), &config, &tasks).await;
+            assert_eq!(got, expected, "problems: {problems}");
+        }
+    });
 }
 
 #[test]

@@ -4,9 +4,16 @@
 //!   (skipped with a message when promtool is missing, failing under LAB_REQUIRE_TOOLS=1);
 //! - every rule has `for:`, a severity and annotations, and every alert has a unit test that
 //!   fires and one that does not;
-//! - the dashboard's structure (ids, grid, datasource uids, units from Grafana's list) and its
-//!   PromQL (rate windows, no increase() on a gauge, worker_type kept), with every expression
+//! - the dashboard's structure (ids, grid, units from Grafana's list) and its PromQL (rate
+//!   windows, no increase() on a gauge, worker_type and instance kept), with every expression
 //!   parsed by promtool;
+//! - the rules of grafana/dashboard-linter that fit the lab (a templated `${datasource}` used by
+//!   every panel and query, `$__rate_interval` in every rate, counters only under rate(), units,
+//!   titles and descriptions, an `__inputs` section for importing), with the linter's rules the
+//!   lab does not follow listed with their reason, as a `.lint` file would;
+//! - data links: every lesson panel links each worker's line to the profile that explains it,
+//!   built from the series' `instance` label and opening in a new tab (tests/dashboard_links.rs
+//!   follows every link to a running worker);
 //! - the provisioning files use the runners' environment variables and agree with prometheus.yml;
 //! - docs/MONITORING.md names every panel and alert.
 //!
@@ -38,6 +45,8 @@ const GAUGES: &[&str] = &[
     "worker_resident_memory_bytes",
     "worker_runtime_workers",
     "worker_runtime_global_queue_depth",
+    "worker_live_tasks",
+    "worker_observer_memory_bytes",
     "process_resident_memory_bytes",
     "process_virtual_memory_bytes",
     "process_open_fds",
@@ -45,6 +54,12 @@ const GAUGES: &[&str] = &[
     "process_threads",
     "process_start_time_seconds",
     "up",
+    "scrape_duration_seconds",
+    // Lessons 4-6 (branches `lessons` and `rtobs`).
+    "worker_producer_rate",
+    "worker_problem_enabled",
+    "worker_runtime_thread_busy_ratio",
+    "worker_task_mean_scheduled_seconds",
 ];
 
 /// Counters whose names do not end in `_total`: the guide named this one so.
@@ -325,7 +340,11 @@ fn targets(panel: &Value) -> Vec<&Value> {
     panel["targets"].as_array().into_iter().flatten().collect()
 }
 
+/// The panels' and queries' datasource: the dashboard's `datasource` variable.
+const DATASOURCE_VARIABLE: &str = "${datasource}";
+
 /// Structural problems: identity, ids, grid, datasources, units, descriptions, colours.
+/// `datasource_uid` is the provisioned datasource the `datasource` variable must resolve to.
 fn dashboard_structure_problems(dashboard: &Value, datasource_uid: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let expect = |problems: &mut Vec<String>, ok: bool, what: &str| {
@@ -397,20 +416,6 @@ fn dashboard_structure_problems(dashboard: &Value, datasource_uid: &str) -> Vec<
         if is_row(panel) {
             continue;
         }
-        let datasource = &panel["datasource"];
-        if datasource["type"] != "prometheus" || datasource["uid"] != datasource_uid {
-            problems.push(format!(
-                "panel {name:?}: datasource {datasource} is not {{type: prometheus, uid: {datasource_uid}}}"
-            ));
-        }
-        for target in targets(panel) {
-            let ds = &target["datasource"];
-            if ds["type"] != "prometheus" || ds["uid"] != datasource_uid {
-                problems.push(format!(
-                    "panel {name:?}: target datasource {ds} is not uid {datasource_uid}"
-                ));
-            }
-        }
         if targets(panel).is_empty() {
             problems.push(format!("panel {name:?}: no targets"));
         }
@@ -473,6 +478,17 @@ fn dashboard_structure_problems(dashboard: &Value, datasource_uid: &str) -> Vec<
             }
         }
     }
+    // Provisioned, the variable must pick the lab's datasource by uid, not whichever Prometheus
+    // a host lists first (the NixOS module adds it beside the host's own, without isDefault).
+    let current = &datasource_variables(dashboard)
+        .first()
+        .map(|v| v["current"]["value"].clone())
+        .unwrap_or_default();
+    if current != datasource_uid {
+        problems.push(format!(
+            "the datasource variable's current value {current} is not the provisioned uid {datasource_uid}"
+        ));
+    }
     problems
 }
 
@@ -502,12 +518,15 @@ fn dashboard_query_problems(dashboard: &Value, scrape_ms: u64) -> Vec<String> {
                     "panel {name:?}: legendFormat {legend:?} does not show {{{{worker_type}}}}"
                 ));
             }
+            // worker_type names the line; instance is where its data links point.
             for (i, _) in expr.match_indices(" by (") {
                 let grouping = &expr[i..i + expr[i..].find(')').unwrap_or(0)];
-                if !grouping.contains("worker_type") {
-                    problems.push(format!(
-                        "panel {name:?}: `{grouping})` drops worker_type: {expr}"
-                    ));
+                for label in ["worker_type", "instance"] {
+                    if !grouping.contains(label) {
+                        problems.push(format!(
+                            "panel {name:?}: `{grouping})` drops {label}: {expr}"
+                        ));
+                    }
                 }
             }
             let ungrouped = [
@@ -532,11 +551,575 @@ fn dashboard_query_problems(dashboard: &Value, scrape_ms: u64) -> Vec<String> {
                 }
             }
             if expr.contains("histogram_quantile")
-                && !expr.contains("sum by (le, worker_type) (rate(")
+                && !expr.contains("sum by (le, worker_type, instance) (rate(")
             {
                 problems.push(format!(
-                    "panel {name:?}: histogram_quantile must be over sum by (le, worker_type) (rate(...)): {expr}"
+                    "panel {name:?}: histogram_quantile must be over sum by (le, worker_type, instance) (rate(...)): {expr}"
                 ));
+            }
+        }
+    }
+    problems
+}
+
+// ------------------------------------------------------------------------------------------
+// grafana/dashboard-linter's rules
+
+/// Every rule of grafana/dashboard-linter (lint/rules.go, `NewRuleSet`) and what the lab does
+/// with it: follows it here, follows it elsewhere, or leaves it out for a stated reason (what a
+/// `.lint` file beside the dashboard would say). A rule added upstream must be placed here.
+const LINTER_RULES: &[(&str, LintDecision)] = &[
+    ("template-datasource-rule", LintDecision::Here),
+    (
+        "template-job-rule",
+        LintDecision::Excluded(JOB_INSTANCE_REASON),
+    ),
+    (
+        "template-instance-rule",
+        LintDecision::Excluded(JOB_INSTANCE_REASON),
+    ),
+    (
+        "template-label-promql-rule",
+        LintDecision::Elsewhere(
+            "the dashboard has no query variables; template_on_time_change_reload_rule refuses any",
+        ),
+    ),
+    ("template-on-time-change-reload-rule", LintDecision::Here),
+    ("panel-datasource-rule", LintDecision::Here),
+    ("panel-title-description-rule", LintDecision::Here),
+    ("panel-units-rule", LintDecision::Here),
+    ("panel-no-targets-rule", LintDecision::Here),
+    (
+        "target-logql-rule",
+        LintDecision::Elsewhere("no Loki queries"),
+    ),
+    (
+        "target-logql-auto-rule",
+        LintDecision::Elsewhere("no Loki queries"),
+    ),
+    (
+        "target-promql-rule",
+        LintDecision::Elsewhere(
+            "dashboard_expressions_parse_as_promql parses every expression with promtool, Prometheus' own parser",
+        ),
+    ),
+    ("target-rate-interval-rule", LintDecision::Here),
+    (
+        "target-job-rule",
+        LintDecision::Excluded(JOB_INSTANCE_REASON),
+    ),
+    (
+        "target-instance-rule",
+        LintDecision::Excluded(JOB_INSTANCE_REASON),
+    ),
+    ("target-counter-agg-rule", LintDecision::Here),
+    (
+        "uneditable-dashboard",
+        LintDecision::Excluded(
+            "learners rearrange and edit panels while the lab runs (the provider sets allowUiUpdates); the JSON file stays the source of truth and replaces UI edits when it changes",
+        ),
+    ),
+];
+
+const JOB_INSTANCE_REASON: &str = "the dashboard exists to show the two workers side by side: a job or instance selector would let a learner hide one of them, and every series keeps its instance label anyway, for its data links";
+
+enum LintDecision {
+    /// Implemented in [`LINT_RULES`].
+    Here,
+    /// Covered by another check or not applicable, and why.
+    Elsewhere(&'static str),
+    /// Deliberately not followed, and why.
+    Excluded(&'static str),
+}
+
+type LintRule = (&'static str, fn(&Value) -> Vec<String>);
+
+/// The linter's rules the lab follows, by the linter's names, plus the lab's own import rule.
+const LINT_RULES: &[LintRule] = &[
+    ("template-datasource-rule", template_datasource_rule),
+    (
+        "template-on-time-change-reload-rule",
+        template_on_time_change_reload_rule,
+    ),
+    ("panel-datasource-rule", panel_datasource_rule),
+    ("panel-title-description-rule", panel_title_description_rule),
+    ("panel-units-rule", panel_units_rule),
+    ("panel-no-targets-rule", panel_no_targets_rule),
+    ("target-rate-interval-rule", target_rate_interval_rule),
+    ("target-counter-agg-rule", target_counter_agg_rule),
+    ("lab-import-rule", import_rule),
+];
+
+fn lint_problems(dashboard: &Value) -> Vec<String> {
+    LINT_RULES
+        .iter()
+        .flat_map(|(rule, check)| {
+            check(dashboard)
+                .into_iter()
+                .map(move |p| format!("{rule}: {p}"))
+        })
+        .collect()
+}
+
+fn datasource_variables(dashboard: &Value) -> Vec<&Value> {
+    dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "datasource")
+        .collect()
+}
+
+/// Exactly one datasource variable, for Prometheus, named `datasource` and labelled "Data source".
+fn template_datasource_rule(dashboard: &Value) -> Vec<String> {
+    let variables = datasource_variables(dashboard);
+    let [variable] = variables.as_slice() else {
+        return vec![format!(
+            "the dashboard needs exactly one templated data source, has {}",
+            variables.len()
+        )];
+    };
+    let mut problems = Vec::new();
+    for (key, want) in [
+        ("name", "datasource"),
+        ("label", "Data source"),
+        ("query", "prometheus"),
+    ] {
+        if variable[key] != want {
+            problems.push(format!(
+                "the data source variable's {key} is {}, should be {want:?}",
+                variable[key]
+            ));
+        }
+    }
+    problems
+}
+
+/// Query variables refresh on time-range change (the lab has none; any added must).
+fn template_on_time_change_reload_rule(dashboard: &Value) -> Vec<String> {
+    dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "query" && v["refresh"] != 2)
+        .map(|v| {
+            format!(
+                "variable {} must have refresh 2 (on time range change)",
+                v["name"]
+            )
+        })
+        .collect()
+}
+
+fn is_datasource_variable(datasource: &Value) -> bool {
+    datasource["type"] == "prometheus"
+        && (datasource["uid"] == DATASOURCE_VARIABLE || datasource["uid"] == "$datasource")
+}
+
+/// Every panel and every query use the templated data source (the linter checks panels; the
+/// lab checks queries too, since Grafana runs a query with its own datasource when it has one).
+fn panel_datasource_rule(dashboard: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for panel in all_panels(dashboard).into_iter().filter(|p| !is_row(p)) {
+        let name = title(panel);
+        if !is_datasource_variable(&panel["datasource"]) {
+            problems.push(format!(
+                "panel {name:?} uses {}, not {{type: prometheus, uid: {DATASOURCE_VARIABLE}}}",
+                panel["datasource"]
+            ));
+        }
+        for target in targets(panel) {
+            if !is_datasource_variable(&target["datasource"]) {
+                problems.push(format!(
+                    "panel {name:?}: its target uses {}, not {DATASOURCE_VARIABLE}",
+                    target["datasource"]
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn panel_title_description_rule(dashboard: &Value) -> Vec<String> {
+    all_panels(dashboard)
+        .into_iter()
+        .filter(|p| !is_row(p))
+        .filter(|p| {
+            p["title"].as_str().is_none_or(str::is_empty)
+                || p["description"].as_str().is_none_or(str::is_empty)
+        })
+        .map(|p| format!("panel id {} has no title or no description", p["id"]))
+        .collect()
+}
+
+/// A unit from Grafana's list, as the linter reads it: an override's unit first, else the default.
+fn panel_units_rule(dashboard: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for panel in all_panels(dashboard).into_iter().filter(|p| !is_row(p)) {
+        let overridden = panel["fieldConfig"]["overrides"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|o| o["properties"].as_array().into_iter().flatten())
+            .filter(|p| p["id"] == "unit")
+            .filter_map(|p| p["value"].as_str())
+            .next_back();
+        let unit = overridden.or(panel["fieldConfig"]["defaults"]["unit"].as_str());
+        if !unit.is_some_and(|u| GRAFANA_UNITS.contains(&u)) {
+            problems.push(format!(
+                "panel {:?} has no or an invalid unit: {unit:?}",
+                title(panel)
+            ));
+        }
+    }
+    problems
+}
+
+fn panel_no_targets_rule(dashboard: &Value) -> Vec<String> {
+    all_panels(dashboard)
+        .into_iter()
+        .filter(|p| !is_row(p) && targets(p).is_empty())
+        .map(|p| format!("panel {:?} has no targets", title(p)))
+        .collect()
+}
+
+/// rate(), irate() and increase() over `$__rate_interval` (the linter checks rate and irate; its
+/// documentation names increase too).
+fn target_rate_interval_rule(dashboard: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for panel in all_panels(dashboard) {
+        for expr in targets(panel).iter().filter_map(|t| t["expr"].as_str()) {
+            for func in ["rate", "irate", "increase"] {
+                for arg in call_args(expr, func) {
+                    if ranges(arg).last() != Some(&"$__rate_interval") {
+                        problems.push(format!(
+                            "panel {:?}: {func}() should use $__rate_interval: {expr}",
+                            title(panel)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Where each `func(...)` argument lies in `expr`, as byte ranges.
+fn call_arg_spans(expr: &str, func: &str) -> Vec<std::ops::Range<usize>> {
+    call_args(expr, func)
+        .into_iter()
+        .map(|arg| {
+            let start = arg.as_ptr() as usize - expr.as_ptr() as usize;
+            start..start + arg.len()
+        })
+        .collect()
+}
+
+/// Words after which PromQL expects a list of label names in parentheses.
+const PROMQL_LABEL_LISTS: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+
+/// PromQL's keywords and aggregation operators, which look like metric names to a tokenizer.
+const PROMQL_KEYWORDS: &[&str] = &[
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "count",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+    "group",
+    "limitk",
+    "limit_ratio",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
+];
+
+/// The metric names in `expr` with their positions: identifiers outside quotes and outside
+/// `{...}` matchers and `[...]` ranges, not followed by `(` (a function) and not grouping labels.
+fn metric_names(expr: &str) -> Vec<(usize, &str)> {
+    let bytes = expr.as_bytes();
+    let mut names = Vec::new();
+    let (mut i, mut braces, mut brackets) = (0, 0, 0);
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'"' | b'\'' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != c {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' => braces += 1,
+            b'}' => braces -= 1,
+            b'[' => brackets += 1,
+            b']' => brackets -= 1,
+            _ if (c.is_ascii_alphabetic() || c == b'_' || c == b':')
+                && braces == 0
+                && brackets == 0 =>
+            {
+                let start = i;
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
+                {
+                    i += 1;
+                }
+                let name = &expr[start..i];
+                let next = expr[i..].trim_start().chars().next();
+                // A label list: `by (a, b)`, `without (...)`, `on (...)`, `group_left (...)`.
+                let grouping = expr[..start].trim_end().ends_with(['(', ',']) && {
+                    let before = &expr[..start];
+                    let open = before.rfind('(').unwrap_or(0);
+                    let word = before[..open]
+                        .trim_end()
+                        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .next()
+                        .unwrap_or("");
+                    PROMQL_LABEL_LISTS.contains(&word)
+                };
+                if next != Some('(') && !grouping && !PROMQL_KEYWORDS.contains(&name) {
+                    names.push((start, name));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    names
+}
+
+/// A counter is only read through rate(), irate() or increase(): its raw value is the count
+/// since the process started, which means nothing on a dashboard.
+fn target_counter_agg_rule(dashboard: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for panel in all_panels(dashboard) {
+        for expr in targets(panel).iter().filter_map(|t| t["expr"].as_str()) {
+            let spans: Vec<_> = ["rate", "irate", "increase"]
+                .iter()
+                .flat_map(|f| call_arg_spans(expr, f))
+                .collect();
+            for (at, metric) in metric_names(expr) {
+                let counter =
+                    metric.ends_with("_total") || COUNTERS_WITHOUT_TOTAL.contains(&metric);
+                if counter && !spans.iter().any(|s| s.contains(&at)) {
+                    problems.push(format!(
+                        "panel {:?}: counter {metric} is not inside rate(), irate() or increase(): {expr}",
+                        title(panel)
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The lab's rule for importing the JSON into another Grafana (Dashboards > New > Import):
+/// an `__inputs` entry for the Prometheus datasource, and `__requires` naming Grafana, the
+/// Prometheus plugin and every panel type used, which the import page checks.
+fn import_rule(dashboard: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let inputs = dashboard["__inputs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let prometheus_inputs = inputs
+        .iter()
+        .filter(|i| i["type"] == "datasource" && i["pluginId"] == "prometheus")
+        .count();
+    if inputs.len() != 1
+        || prometheus_inputs != 1
+        || inputs[0]["name"].as_str().is_none_or(str::is_empty)
+    {
+        problems.push(format!(
+            "__inputs must hold exactly one named Prometheus datasource input, has {}",
+            dashboard["__inputs"]
+        ));
+    }
+    let requires = dashboard["__requires"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let required =
+        |kind: &str, id: &str| requires.iter().any(|r| r["type"] == kind && r["id"] == id);
+    let mut wanted = vec![
+        ("grafana", "grafana".to_owned()),
+        ("datasource", "prometheus".to_owned()),
+    ];
+    let types: BTreeSet<String> = all_panels(dashboard)
+        .into_iter()
+        .filter(|p| !is_row(p))
+        .filter_map(|p| p["type"].as_str().map(str::to_owned))
+        .collect();
+    wanted.extend(types.into_iter().map(|t| ("panel", t)));
+    for (kind, id) in wanted {
+        if !required(kind, &id) {
+            problems.push(format!("__requires does not list the {kind} {id:?}"));
+        }
+    }
+    problems
+}
+
+// ------------------------------------------------------------------------------------------
+// data links
+
+/// The profile that explains a lesson metric, and so the data links a panel showing it carries
+/// (by URL path and query, after `http://${__field.labels.instance}`). A panel is judged by the
+/// first metric of its first query. A new lesson metric must be added here, or its panel fails.
+const PROFILE_FOR_METRIC: &[(&str, &[&str])] = &[
+    ("worker_active_goroutines", TASK_PROFILE),
+    ("worker_live_tasks", TASK_PROFILE),
+    ("worker_task_allocations_total", ALLOCS_PROFILE),
+    ("worker_task_allocated_bytes_total", ALLOCS_PROFILE),
+    ("worker_total_allocations_bytes", ALLOCS_PROFILE),
+    ("worker_allocations_total", ALLOCS_PROFILE),
+    ("worker_gc_runs_total", ALLOCS_PROFILE),
+    ("worker_allocated_memory_bytes", HEAP_PROFILE),
+    ("worker_resident_memory_bytes", HEAP_PROFILE),
+    ("worker_tasks_processed_total", CPU_PROFILE),
+    (
+        "worker_task_processing_duration_seconds_bucket",
+        CPU_PROFILE,
+    ),
+    ("worker_task_errors_total", CPU_PROFILE),
+    ("worker_tasks_in_queue", CPU_PROFILE),
+    ("worker_runtime_busy_seconds_total", CPU_PROFILE),
+    ("worker_runtime_global_queue_depth", CPU_PROFILE),
+    ("process_cpu_seconds_total", CPU_PROFILE),
+    ("worker_observer_memory_bytes", OBSERVER_PROFILE),
+    ("worker_observer_allocations_total", OBSERVER_PROFILE),
+    ("worker_observer_allocated_bytes_total", OBSERVER_PROFILE),
+    ("worker_observer_cpu_seconds_total", OBSERVER_PROFILE),
+    // Lesson 4, blocking the runtime: the blocking call shows in the CPU profile, on a runtime
+    // thread. The runtime metrics come from `rtobs`, the task latency from `lessons`.
+    ("worker_runtime_long_polls_total", CPU_PROFILE),
+    ("worker_runtime_poll_time_seconds_bucket", CPU_PROFILE),
+    ("worker_task_scheduled_seconds_total", CPU_PROFILE),
+    ("worker_runtime_thread_busy_seconds_total", CPU_PROFILE),
+    ("scrape_duration_seconds", CPU_PROFILE),
+    ("worker_task_latency_seconds_bucket", CPU_PROFILE),
+    // Lesson 5, lock contention: the lock profile names the line that takes the lock.
+    ("worker_lock_wait_seconds_sum", MUTEX_PROFILE),
+    ("worker_lock_wait_seconds_count", MUTEX_PROFILE),
+    ("worker_lock_wait_seconds_bucket", MUTEX_PROFILE),
+    ("worker_lock_acquisitions_total", MUTEX_PROFILE),
+    // Lesson 6, overload: where the workers' time goes (and, for the backlog's memory, the
+    // heap profile, which its panel links too).
+    ("worker_producer_rate", CPU_PROFILE),
+    ("worker_task_queue_delay_seconds_bucket", CPU_PROFILE),
+    ("worker_tasks_rejected_total", CPU_PROFILE),
+];
+const TASK_PROFILE: &[&str] = &["/debug/pprof/goroutine?debug=1", "/debug/pprof/goroutine"];
+const ALLOCS_PROFILE: &[&str] = &[
+    "/debug/pprof/allocs_flamegraph?seconds=30",
+    "/debug/pprof/allocs?seconds=30",
+    "/debug/pprof/allocs",
+];
+const HEAP_PROFILE: &[&str] = &["/debug/pprof/heap"];
+const CPU_PROFILE: &[&str] = &["/debug/pprof/flamegraph?seconds=10"];
+/// Go's mutex profile of the lab's instrumented locks: the next 30 s, and since start.
+const MUTEX_PROFILE: &[&str] = &["/debug/pprof/mutex?seconds=30", "/debug/pprof/mutex"];
+/// The observers' cost is kept out of the profiles: the link shows the workload without it.
+const OBSERVER_PROFILE: &[&str] = &["/debug/pprof/allocs_flamegraph?seconds=30"];
+
+/// Where a worker's data link points: the series' own address, as Prometheus labels it.
+const WORKER_LINK: &str = "http://${__field.labels.instance}/";
+
+fn is_alerts_panel(panel: &Value) -> bool {
+    targets(panel)
+        .iter()
+        .any(|t| t["expr"].as_str().is_some_and(|e| e.contains("ALERTS")))
+}
+
+fn panel_metric(panel: &Value) -> Option<&str> {
+    let expr = targets(panel).first()?["expr"].as_str()?;
+    metric_names(expr).first().map(|(_, m)| *m)
+}
+
+/// Every panel links each line to what explains it, from that line's own labels, in a new tab;
+/// a lesson panel (all but the alerts panel) links the profiles of [`PROFILE_FOR_METRIC`] and
+/// tells the learner to click.
+fn data_link_problems(dashboard: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for panel in all_panels(dashboard).into_iter().filter(|p| !is_row(p)) {
+        let name = title(panel);
+        let links: Vec<&Value> = panel["fieldConfig"]["defaults"]["links"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        if links.is_empty() {
+            problems.push(format!("panel {name:?} has no data links"));
+            continue;
+        }
+        for link in &links {
+            let url = link["url"].as_str().unwrap_or("");
+            let link_title = link["title"].as_str().unwrap_or("");
+            if link["targetBlank"] != true {
+                problems.push(format!(
+                    "panel {name:?}: link {link_title:?} does not open in a new tab"
+                ));
+            }
+            if url.starts_with(WORKER_LINK) {
+                if !url.contains("/debug/pprof/") {
+                    problems.push(format!("panel {name:?}: link {url} is not a profile"));
+                }
+                if !link_title.contains("${__field.labels.worker_type}") {
+                    problems.push(format!(
+                        "panel {name:?}: link {link_title:?} does not name the worker (${{__field.labels.worker_type}})"
+                    ));
+                }
+            } else if !url.starts_with('/') || url.starts_with("//") {
+                problems.push(format!(
+                    "panel {name:?}: link {url} is neither {WORKER_LINK}... nor a Grafana path: a fixed address breaks when a runner moves ports"
+                ));
+            }
+        }
+        if is_alerts_panel(panel) {
+            continue;
+        }
+        let description = panel["description"].as_str().unwrap_or("");
+        if !description.contains("Click a worker's") {
+            problems.push(format!(
+                "panel {name:?}: the description does not tell the learner to click a worker's line"
+            ));
+        }
+        let Some(metric) = panel_metric(panel) else {
+            problems.push(format!("panel {name:?}: no metric in its first query"));
+            continue;
+        };
+        let Some((_, wanted)) = PROFILE_FOR_METRIC.iter().find(|(m, _)| *m == metric) else {
+            problems.push(format!(
+                "panel {name:?}: no profile is known to explain {metric}; add it to PROFILE_FOR_METRIC"
+            ));
+            continue;
+        };
+        for suffix in *wanted {
+            let url = format!("{}{}", WORKER_LINK.trim_end_matches('/'), suffix);
+            if !links.iter().any(|l| l["url"] == url.as_str()) {
+                problems.push(format!("panel {name:?} ({metric}) does not link {url}"));
             }
         }
     }
@@ -815,6 +1398,19 @@ fn dashboard_has_the_guides_panels_and_the_lessons() {
         "worker_runtime_global_queue_depth",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
+        // Lesson 4: blocking the runtime.
+        "worker_runtime_long_polls_total",
+        "worker_runtime_poll_time_seconds_bucket",
+        "worker_task_scheduled_seconds_total",
+        "scrape_duration_seconds",
+        "worker_task_latency_seconds_bucket",
+        // Lesson 5: lock contention.
+        "worker_lock_wait_seconds_sum",
+        "worker_lock_acquisitions_total",
+        // Lesson 6: overload without backpressure.
+        "worker_producer_rate",
+        "worker_task_queue_delay_seconds_bucket",
+        "worker_tasks_rejected_total",
     ] {
         assert!(exprs.contains(metric), "no panel shows {metric}");
     }
@@ -846,6 +1442,61 @@ fn dashboard_has_the_guides_panels_and_the_lessons() {
             "alert text names panel {panel:?}, not in {titles:?}"
         );
     }
+}
+
+#[test]
+fn dashboard_follows_dashboard_linters_rules() {
+    let dashboard = load_dashboard();
+    assert_no_problems(DASHBOARD_JSON, lint_problems(&dashboard));
+    // Each of the linter's rules is placed, and every implemented one is in LINT_RULES.
+    for (rule, decision) in LINTER_RULES {
+        match decision {
+            LintDecision::Here => assert!(
+                LINT_RULES.iter().any(|(name, _)| name == rule),
+                "{rule} is said to be implemented but is not in LINT_RULES"
+            ),
+            LintDecision::Elsewhere(why) | LintDecision::Excluded(why) => {
+                assert!(why.len() > 10, "{rule}: give the reason")
+            }
+        }
+    }
+}
+
+#[test]
+fn every_lesson_panel_links_each_workers_line_to_its_profile() {
+    let dashboard = load_dashboard();
+    assert_no_problems(DASHBOARD_JSON, data_link_problems(&dashboard));
+    // Dashboard links follow the datasource (Grafana paths), never a fixed Prometheus address:
+    // `lab demo --prometheus-port N`, the Nix demo and the NixOS module move Prometheus.
+    let links = dashboard["links"].as_array().expect("dashboard links");
+    assert!(!links.is_empty(), "no dashboard links");
+    for link in links {
+        let url = link["url"].as_str().unwrap_or("");
+        assert!(
+            url.starts_with('/') && !url.starts_with("//") && link["targetBlank"] == true,
+            "dashboard link {link} must be a Grafana path opening in a new tab"
+        );
+    }
+    let text = read(DASHBOARD_JSON);
+    for fixed in ["localhost:", "127.0.0.1:", ":9090", ":9091", ":9092"] {
+        assert!(
+            !text.contains(fixed),
+            "{DASHBOARD_JSON} names a fixed address ({fixed})"
+        );
+    }
+    // Both workers' lines get their own links: every query keeps the labels the links use
+    // (dashboard_query_problems checks the groupings), and every link resolves from them.
+    let resolved = profiling_lab::lab::stack::config::panel_links(&text).unwrap();
+    let labels = BTreeMap::from([
+        ("instance".to_owned(), "127.0.0.1:19090".to_owned()),
+        ("worker_type".to_owned(), "bad".to_owned()),
+        ("alertname".to_owned(), "WorkerTaskLeak".to_owned()),
+    ]);
+    for link in &resolved {
+        let url = link.resolve(&labels).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!url.contains('$'), "{url}");
+    }
+    assert!(resolved.len() >= 40, "only {} data links", resolved.len());
 }
 
 #[test]
@@ -991,11 +1642,30 @@ fn lints_catch_broken_configs() {
         ("overlap", |d| {
             d["panels"][2]["gridPos"] = d["panels"][3]["gridPos"].clone()
         }),
-        ("datasource", |d| {
-            d["panels"][2]["datasource"]["uid"] = "other".into()
+        ("panel-datasource-rule", |d| {
+            d["panels"][2]["datasource"]["uid"] = "lab-prometheus".into()
         }),
-        ("target datasource", |d| {
+        ("its target uses", |d| {
             d["panels"][2]["targets"][0]["datasource"]["uid"] = "x".into()
+        }),
+        ("not the provisioned uid", |d| {
+            d["templating"]["list"][0]["current"]["value"] = "other".into()
+        }),
+        ("template-datasource-rule", |d| {
+            d["templating"]["list"][0]["name"] = "ds".into()
+        }),
+        ("__inputs", |d| d["__inputs"] = Value::Array(vec![])),
+        ("__requires", |d| {
+            d["__requires"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|r| r["id"] != "gauge")
+        }),
+        ("target-counter-agg-rule", |d| {
+            d["panels"][2]["targets"][0]["expr"] = "worker_tasks_processed_total".into()
+        }),
+        ("panel-title-description-rule", |d| {
+            d["panels"][2]["title"] = "".into()
         }),
         ("Grafana's list", |d| {
             d["panels"][2]["fieldConfig"]["defaults"]["unit"] = "tasks".into()
@@ -1009,7 +1679,8 @@ fn lints_catch_broken_configs() {
     for (needle, mutate) in structural {
         let mut broken = good.clone();
         mutate(&mut broken);
-        let problems = dashboard_structure_problems(&broken, &uid);
+        let mut problems = dashboard_structure_problems(&broken, &uid);
+        problems.extend(lint_problems(&broken));
         assert!(
             problems.iter().any(|p| p.contains(needle)),
             "mutation {needle:?} not caught: {problems:?}"
@@ -1051,6 +1722,11 @@ fn lints_catch_broken_configs() {
             "{{operation}}",
             "drops worker_type",
         ),
+        (
+            "sum by (worker_type) (rate(worker_gc_runs_total[$__rate_interval]))",
+            "{{worker_type}}",
+            "drops instance",
+        ),
         ("worker_tasks_in_queue", "{{instance}}", "does not show"),
         (
             "process_resident_memory_bytes",
@@ -1091,6 +1767,57 @@ fn lints_catch_broken_configs() {
         "  - alertname: X\n    exp_alerts:\n      - exp_labels: {}\n".to_owned(),
     ]);
     assert_eq!(cases.get("X"), Some(&(true, false)));
+
+    // Data links: a missing link, a fixed address, no new tab, a missing profile, no "click".
+    type LinkMutation = (&'static str, fn(&mut Value));
+    let link_mutations: &[LinkMutation] = &[
+        ("has no data links", |d| {
+            d["panels"][1]["fieldConfig"]["defaults"]["links"] = Value::Array(vec![])
+        }),
+        ("fixed address", |d| {
+            d["panels"][1]["fieldConfig"]["defaults"]["links"][0]["url"] =
+                "http://127.0.0.1:9090/debug/pprof/goroutine?debug=1".into()
+        }),
+        ("new tab", |d| {
+            d["panels"][1]["fieldConfig"]["defaults"]["links"][0]["targetBlank"] = false.into()
+        }),
+        ("does not name the worker", |d| {
+            d["panels"][1]["fieldConfig"]["defaults"]["links"][0]["title"] = "profile".into()
+        }),
+        ("does not tell the learner", |d| {
+            d["panels"][1]["description"] =
+                "Live tasks of each worker, without a word about clicking.".into()
+        }),
+        ("no profile is known", |d| {
+            d["panels"][1]["targets"][0]["expr"] = "worker_something_new".into()
+        }),
+    ];
+    assert_no_problems("the real dashboard", data_link_problems(&good));
+    for (needle, mutate) in link_mutations {
+        let mut broken = good.clone();
+        mutate(&mut broken);
+        let problems = data_link_problems(&broken);
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "link mutation {needle:?} not caught: {problems:?}"
+        );
+    }
+    let mut broken = good.clone();
+    broken["panels"][1]["fieldConfig"]["defaults"]["links"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|l| l["url"] != "http://${__field.labels.instance}/debug/pprof/goroutine");
+    assert!(
+        data_link_problems(&broken)
+            .iter()
+            .any(|p| p
+                .contains("does not link http://${__field.labels.instance}/debug/pprof/goroutine")),
+        "a missing task-profile link is not caught"
+    );
+    assert_eq!(
+        metric_names("sum by (worker_type, instance) (rate(x_total{a=\"b_total\"}[5m])) / y"),
+        vec![(37, "x_total"), (66, "y")]
+    );
 
     assert_eq!(duration_ms("1m30s"), Some(90_000));
     assert_eq!(duration_ms("$__rate_interval"), None);

@@ -26,6 +26,18 @@ const INSTALL_NIX: &str = "apt-get install -y --no-install-recommends nix-bin";
 const INSTALL_DEADNIX: &str = "cargo install --locked deadnix@1.3.1";
 const INSTALL_NIXPKGS_FMT: &str = "cargo install --locked nixpkgs-fmt@1.3.0";
 
+/// The bad worker's problems and their environment variable, as CONTRACTS.md spells them
+/// (`worker-bad --problems LIST`, env `LAB_PROBLEMS`; `all` and `none` besides).
+const PROBLEMS: &[&str] = &[
+    "leak",
+    "capacity",
+    "churn",
+    "blocking",
+    "contention",
+    "backlog",
+];
+const PROBLEMS_ENV: &str = "LAB_PROBLEMS";
+
 /// nixpkgs-fmt's version in the nixpkgs the flake pins, which `nix fmt` runs; formatting
 /// differs between versions, so CI must run the same one.
 const NIXPKGS_FMT_VERSION: &str = "1.3.0";
@@ -400,6 +412,19 @@ fn compose_bind_mounts(compose: &str) -> BTreeMap<String, String> {
                 parts.next()?.to_owned(),
             ))
         })
+        .collect()
+}
+
+/// The lines of one service of a Compose file: from `  NAME:` under `services:` to the next
+/// line indented two spaces or less.
+fn compose_service<'a>(compose: &'a str, name: &str) -> Vec<&'a str> {
+    let header = format!("  {name}:");
+    let mut lines = compose.lines().skip_while(|line| *line != header);
+    let Some(first) = lines.next() else {
+        return Vec::new();
+    };
+    std::iter::once(first)
+        .chain(lines.take_while(|line| line.trim().is_empty() || line.starts_with("   ")))
         .collect()
 }
 
@@ -834,4 +859,79 @@ fn docker_compose_nix_and_cargo_tests_share_the_monitoring_configs() {
             lab["ports"]["prometheus"]
         )]
     );
+}
+
+#[test]
+fn every_runner_passes_the_problems_to_the_bad_worker_only() {
+    // docker-compose.yml: the bad worker's service declares LAB_PROBLEMS without a value
+    // (Compose passes the user's through, or leaves it unset); nothing else mentions it.
+    let compose = read("docker-compose.yml");
+    let bad = compose_service(&compose, "worker-bad");
+    assert!(
+        bad.iter()
+            .any(|line| line.trim() == format!("{PROBLEMS_ENV}:")),
+        "docker-compose.yml's worker-bad should declare `{PROBLEMS_ENV}:` (no value) under environment:\n{}",
+        bad.join("\n")
+    );
+    for service in ["worker-optimized", "prometheus", "grafana"] {
+        let lines = compose_service(&compose, service);
+        assert!(
+            !lines.is_empty(),
+            "docker-compose.yml has no service {service}"
+        );
+        assert!(
+            !lines.iter().any(|line| line.contains(PROBLEMS_ENV)),
+            "docker-compose.yml's {service} must not get {PROBLEMS_ENV}"
+        );
+    }
+    // The cargo override's environment is shared by both workers: it must not set it.
+    assert!(
+        !read("docker/compose.cargo.yml").contains(PROBLEMS_ENV),
+        "docker/compose.cargo.yml sets {PROBLEMS_ENV} for both workers; only worker-bad may get it"
+    );
+
+    // The Nix demo drops the variable from the optimized worker's environment; the NixOS
+    // module types its option by nix/lab.nix's list and adds --problems to the bad worker only.
+    let demo = read("nix/demo.nix");
+    assert!(
+        demo.contains(
+            r#"(kind == "optimized") [ "${pkgs.coreutils}/bin/env" "-u" lab.problemsEnv ]"#
+        ),
+        "nix/demo.nix no longer starts the optimized worker with `env -u` {PROBLEMS_ENV}"
+    );
+    let module = read("nix/nixos-module.nix");
+    for expected in [
+        "types.listOf (types.enum lab.problems)",
+        r#"(lib.optionals (kind == "bad") problemsArgs)"#,
+    ] {
+        assert!(
+            module.contains(expected),
+            "nix/nixos-module.nix does not contain `{expected}`"
+        );
+    }
+
+    // nix/lab.nix's list and variable are the contract's.
+    let Some(nix_instantiate) = support::require_tool("nix-instantiate", INSTALL_NIX) else {
+        return;
+    };
+    let lab = nix_eval_json(&nix_instantiate, &["nix/lab.nix"]);
+    assert_eq!(lab["problems"], json!(PROBLEMS), "nix/lab.nix's problems");
+    assert_eq!(
+        lab["problemsEnv"], PROBLEMS_ENV,
+        "nix/lab.nix's problemsEnv"
+    );
+}
+
+#[test]
+fn the_demos_grafana_writes_only_under_the_data_dir() {
+    // Grafana resolves relative [paths] against its home, which the Nix demo has in the
+    // read-only store: data, logs and plugins must all be given as writable paths, as
+    // `lab demo` writes them into its grafana.ini.
+    let demo = read("nix/demo.nix");
+    for variable in ["GF_PATHS_DATA", "GF_PATHS_LOGS", "GF_PATHS_PLUGINS"] {
+        assert!(
+            demo.contains(&format!("{variable}=\"$data")),
+            "nix/demo.nix's Grafana start script does not set {variable} under the demo's data dir"
+        );
+    }
 }

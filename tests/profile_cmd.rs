@@ -116,7 +116,7 @@ fn profiles_are_saved_with_timestamps_and_go_tool_pprof_reads_them() {
     assert_eq!(tasks.code, 0, "{}\n{}", tasks.stdout, tasks.stderr);
     let file = saved(&dir, "bad-tasks", ".pb.gz");
     let text = std::fs::read_to_string(saved(&dir, "bad-tasks", ".txt")).unwrap();
-    assert!(text.starts_with("task profile: total "), "{text}");
+    assert!(text.starts_with("goroutine profile: total "), "{text}");
     assert!(tasks.stdout.contains("-top -cum"), "{}", tasks.stdout);
     assert!(
         tasks

@@ -42,6 +42,31 @@ const DASHBOARD_JSON: &str = "grafana/dashboards/worker-performance.json";
 /// A fast stream of small tasks: rates have data within two scrapes, the leak shows in seconds.
 const FAST: &[&str] = &["--rate", "1000", "--data-size", "500", "--tasks", "200"];
 
+/// Dashboard metrics other branches add (CONTRACTS.md), not served on this branch yet: panels
+/// showing them only have to evaluate. The integrator removes this list after merging `tasks`
+/// (worker_live_tasks) and `observer` (worker_observer_*).
+const PENDING_METRICS: &[&str] = &[
+    "worker_live_tasks",
+    "worker_observer_memory_bytes",
+    "worker_observer_allocations_total",
+    "worker_observer_allocated_bytes_total",
+    "worker_observer_cpu_seconds_total",
+    // Lessons 4-6, pending the lessons/rtobs merge: the integrator removes these after
+    // merging `lessons` (worker_task_*_seconds, worker_lock_*, worker_producer_rate,
+    // worker_tasks_rejected_total) and `rtobs` (worker_runtime_*, worker_task_scheduled_*).
+    "worker_runtime_long_polls_total",
+    "worker_runtime_poll_time_seconds",
+    "worker_runtime_thread_busy_seconds_total",
+    "worker_task_scheduled_seconds_total",
+    "worker_task_scheduled_total",
+    "worker_task_latency_seconds",
+    "worker_task_queue_delay_seconds",
+    "worker_lock_wait_seconds",
+    "worker_lock_acquisitions_total",
+    "worker_producer_rate",
+    "worker_tasks_rejected_total",
+];
+
 fn prometheus_bin() -> Option<PathBuf> {
     require_tool("prometheus", INSTALL_PROMETHEUS)
 }
@@ -433,7 +458,7 @@ fn every_dashboard_panel_has_data_for_both_workers_and_shows_the_lessons() {
     assert!(queries.len() >= 20, "only {} panel queries", queries.len());
     let answers = |q: &PanelQuery| {
         let result = prometheus_api::query(&prometheus.base, &q.expr);
-        if q.is_alerts() {
+        if q.is_alerts() || PENDING_METRICS.iter().any(|m| q.expr.contains(m)) {
             // Empty while no alert fires (the lab has run for seconds): it must evaluate.
             return result.is_ok();
         }

@@ -3,7 +3,11 @@
 //! - what a task costs in each worker: CPU time, allocation calls and bytes, and their ratios;
 //! - what the instrumentation (metrics, allocation counting, heap sampling) costs the optimized
 //!   worker, whose fast path leaves little room to hide it;
-//! - how `/metrics` and the task profile behave when the bad worker has leaked 100k tasks.
+//! - how `/metrics` and the task profile behave when the bad worker has leaked 100k tasks;
+//! - the task profile under a storm of requests (mixed `debug=0/1/2`, several at once) against
+//!   both workers at default settings and against the workers' HTTP server with 100k leaked
+//!   tasks: no hang, no error besides the deliberate 409 of a request that waited too long for
+//!   its turn, `/metrics` answering throughout, and the worker still stopping on SIGTERM.
 //!
 //! Timings alternate between the variants being compared and report medians, so a burst of
 //! noise from the rest of the machine lands on both sides instead of skewing one.
@@ -19,11 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alloc::{self, AllocCounts, CountingAlloc};
 use crate::kind::WorkerKind;
+use crate::lab::procs;
 use crate::memory::MemoryStats;
 use crate::metrics::Metrics;
 use crate::optimized::{self, Optimized, Scratch};
 use crate::pool::{self, Context, RunConfig, Strategy};
 use crate::pprof::tasks::{self, TaskFormat};
+use crate::server::{self, AppState};
 use crate::summary::bytes;
 use crate::task::{Generator, TaskSpec};
 use crate::{bad, runtime};
@@ -42,6 +48,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
     pub leaked_tasks: u64,
 
+    /// Task-profile requests per storm target (0 skips the storms)
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub profile_requests: u64,
+
+    /// Task-profile requests in flight at once during a storm
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub profile_concurrency: u64,
+
     /// Print the figures as JSON instead of a table
     #[arg(long)]
     pub json: bool,
@@ -55,6 +69,34 @@ pub struct BenchReport {
     pub optimized: TaskCost,
     pub instrumentation: Instrumentation,
     pub leaked: LeakedTasks,
+    pub storms: Vec<Storm>,
+}
+
+/// A storm of task-profile requests against one server, and what `/metrics` did meanwhile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Storm {
+    pub target: String,
+    /// Tasks in the task profile when the storm started (`goroutine profile: total N`).
+    pub tasks: u64,
+    pub requests: u64,
+    pub concurrency: u64,
+    pub ok: u64,
+    /// 409: the request waited its turn too long (one task profile at a time).
+    pub conflicts: u64,
+    /// Any other status.
+    pub other_status: u64,
+    /// No answer within the client's timeout, or a broken connection.
+    pub hangs: u64,
+    pub seconds: f64,
+    /// Slowest request per `debug` level (0, 1, 2), milliseconds.
+    pub slowest_millis: [f64; 3],
+    pub p50_millis: f64,
+    pub p99_millis: f64,
+    pub metrics_scrapes: u64,
+    pub metrics_p99_millis: f64,
+    pub metrics_max_millis: f64,
+    /// For a worker process: it exited with its summary within 15 s of SIGTERM afterwards.
+    pub stopped_cleanly: Option<bool>,
 }
 
 /// What one task costs, averaged.
@@ -84,6 +126,11 @@ pub struct LeakedTasks {
     pub metrics_bytes: usize,
     pub task_profile_millis: f64,
     pub task_text_millis: f64,
+    pub every_task_text_millis: f64,
+    /// Spawning and joining an empty task with `tokio::spawn`, and through the task registry
+    /// (`tasks::spawn`), with the leaked tasks in the registry.
+    pub plain_spawn_nanos: f64,
+    pub registered_spawn_nanos: f64,
     /// jemalloc's allocated bytes per leaked (idle, channel-waiting) task.
     pub bytes_per_leaked_task: f64,
 }
@@ -107,7 +154,18 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         "leaking {} tasks and timing /metrics and the task profile...",
         args.leaked_tasks
     );
-    let leaked = leaked_tasks(args.leaked_tasks)?;
+    let (leaked, leaked_storm) = leaked_tasks(args.leaked_tasks, &args)?;
+    let mut storms = Vec::new();
+    if args.profile_requests > 0 {
+        for kind in [WorkerKind::Bad, WorkerKind::Optimized] {
+            eprintln!(
+                "{} task-profile requests against worker-{kind} at default settings...",
+                args.profile_requests
+            );
+            storms.push(worker_storm(kind, &args)?);
+        }
+    }
+    storms.extend(leaked_storm);
 
     let report = BenchReport {
         data_size,
@@ -115,6 +173,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         optimized,
         instrumentation,
         leaked,
+        storms,
     };
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -265,10 +324,11 @@ fn instrumentation(
 }
 
 /// Leaks `count` tasks the way the bad worker does (each waiting on a channel whose sender is
-/// kept but never used), then times `/metrics` and the task profile.
-fn leaked_tasks(count: u64) -> Result<LeakedTasks, String> {
-    let rt = runtime::build().map_err(|e| e.to_string())?;
-    let metrics = Metrics::new(WorkerKind::Bad, rt.handle().clone());
+/// kept but never used), then times `/metrics` and the task profile, and storms the workers'
+/// HTTP server with task-profile requests while they are there.
+fn leaked_tasks(count: u64, args: &BenchArgs) -> Result<(LeakedTasks, Option<Storm>), String> {
+    let rt = runtime::build(runtime::DEFAULT_THREADS).map_err(|e| e.to_string())?;
+    let metrics = Arc::new(Metrics::new(WorkerKind::Bad, rt.handle().clone()));
     let before = MemoryStats::read().allocated;
     let senders: Vec<oneshot::Sender<()>> = rt.block_on(async {
         (0..count)
@@ -295,26 +355,230 @@ fn leaked_tasks(count: u64) -> Result<LeakedTasks, String> {
     }
     render_times.sort_by(f64::total_cmp);
 
-    let handle = rt.handle().clone();
     let time = |format: TaskFormat| -> Result<f64, String> {
         let start = Instant::now();
-        rt.block_on(tasks::render(&handle, format))
-            .map_err(|e| e.message)?;
+        std::hint::black_box(tasks::render(format).map_err(|e| e.message)?);
         Ok(start.elapsed().as_secs_f64() * 1e3)
     };
-    // The first dump parses the binary's debug information; time the second of each.
     time(TaskFormat::Profile)?;
     let task_profile_millis = time(TaskFormat::Profile)?;
     let task_text_millis = time(TaskFormat::Grouped)?;
+    let every_task_text_millis = time(TaskFormat::EveryTask)?;
+    let [plain_spawn_nanos, registered_spawn_nanos] = spawn_costs(&rt);
+
+    let storm = if args.profile_requests > 0 {
+        eprintln!(
+            "{} task-profile requests against the workers' HTTP server with {count} leaked tasks...",
+            args.profile_requests
+        );
+        let stop = CancellationToken::new();
+        let (listener, addr) = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            Ok::<_, String>((listener, addr))
+        })?;
+        let state = AppState {
+            metrics: Arc::clone(&metrics),
+            runtime: rt.handle().clone(),
+            stopping: CancellationToken::new(),
+        };
+        let server = rt.spawn(server::serve(
+            listener,
+            state,
+            stop.clone(),
+            Duration::from_secs(5),
+        ));
+        let storm = storm(
+            &format!("HTTP server with {count} leaked tasks"),
+            &format!("http://{addr}"),
+            args,
+        );
+        stop.cancel();
+        let _ = rt.block_on(server);
+        Some(storm)
+    } else {
+        None
+    };
     drop(senders);
-    Ok(LeakedTasks {
-        tasks: count,
-        metrics_render_micros: render_times[render_times.len() / 2],
-        metrics_bytes: size,
-        task_profile_millis,
-        task_text_millis,
-        bytes_per_leaked_task,
+    Ok((
+        LeakedTasks {
+            tasks: count,
+            metrics_render_micros: render_times[render_times.len() / 2],
+            metrics_bytes: size,
+            task_profile_millis,
+            task_text_millis,
+            every_task_text_millis,
+            plain_spawn_nanos,
+            registered_spawn_nanos,
+            bytes_per_leaked_task,
+        },
+        storm,
+    ))
+}
+
+/// Nanoseconds to spawn and join an empty task, with `tokio::spawn` and with `tasks::spawn`,
+/// in alternating rounds (medians).
+fn spawn_costs(rt: &tokio::runtime::Runtime) -> [f64; 2] {
+    const SPAWNS: u32 = 20_000;
+    let mut samples = [Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (registered, samples) in [false, true].into_iter().zip(&mut samples) {
+            let nanos = rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..SPAWNS {
+                    let handle = if registered {
+                        crate::tasks::spawn(crate::tasks::TaskKind::Observer, async {})
+                    } else {
+                        tokio::spawn(async {})
+                    };
+                    let _ = handle.await;
+                }
+                start.elapsed().as_nanos() as f64 / f64::from(SPAWNS)
+            });
+            samples.push(nanos);
+        }
+    }
+    samples.map(|mut s| {
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
     })
+}
+
+/// Storms a worker process started at default settings, then stops it with SIGTERM.
+fn worker_storm(kind: WorkerKind, args: &BenchArgs) -> Result<Storm, String> {
+    let binary = procs::sibling_binary(kind.binary())?;
+    let worker = procs::WorkerProcess::spawn(
+        &binary,
+        kind,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        // Long enough to outlast the storm; it is stopped with SIGTERM afterwards.
+        &["--duration".to_owned(), "10h".to_owned()],
+        None,
+    )?;
+    // Let it leak a little (the bad worker) before the storm.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut result = storm(
+        &format!("worker-{kind}, default settings"),
+        &worker.url(""),
+        args,
+    );
+    worker.begin_terminate();
+    let stopped = worker.wait_within(Duration::from_secs(15))?;
+    result.stopped_cleanly =
+        Some(!stopped.killed && stopped.status.success() && stopped.output.contains("summary"));
+    Ok(result)
+}
+
+/// Sends `args.profile_requests` task-profile requests to `base`, `args.profile_concurrency` at
+/// a time, cycling through `debug=0`, `1` and `2`, while another thread scrapes `/metrics`.
+fn storm(target: &str, base: &str, args: &BenchArgs) -> Storm {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const TIMEOUT: Duration = Duration::from_secs(60);
+    let tasks = crate::client::get(&format!("{base}/debug/pprof/goroutine?debug=1"), TIMEOUT)
+        .ok()
+        .and_then(|r| {
+            r.text()
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("goroutine profile: total "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let next = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    // (debug level, milliseconds, outcome: 0 ok, 1 conflict, 2 other status, 3 hang)
+    let results: Mutex<Vec<(usize, f64, u8)>> = Mutex::new(Vec::new());
+    let mut scrapes: Vec<f64> = Vec::new();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let prober = scope.spawn(|| {
+            let mut times = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let ok = crate::client::get(&format!("{base}/metrics"), TIMEOUT)
+                    .is_ok_and(|r| r.status == 200);
+                times.push(if ok {
+                    start.elapsed().as_secs_f64() * 1e3
+                } else {
+                    f64::INFINITY
+                });
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            times
+        });
+        let clients: Vec<_> = (0..args.profile_concurrency)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= args.profile_requests {
+                            break;
+                        }
+                        let debug = (i % 3) as usize;
+                        let url = format!("{base}/debug/pprof/goroutine?debug={debug}");
+                        let start = Instant::now();
+                        let outcome = match crate::client::get(&url, TIMEOUT) {
+                            Ok(r) if r.status == 200 => 0,
+                            Ok(r) if r.status == 409 => 1,
+                            Ok(_) => 2,
+                            Err(_) => 3,
+                        };
+                        mine.push((debug, start.elapsed().as_secs_f64() * 1e3, outcome));
+                    }
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(mine);
+                })
+            })
+            .collect();
+        for client in clients {
+            let _ = client.join();
+        }
+        done.store(true, Ordering::Relaxed);
+        scrapes = prober.join().unwrap_or_default();
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let count = |outcome| results.iter().filter(|r| r.2 == outcome).count() as u64;
+    let mut slowest_millis = [0.0f64; 3];
+    for &(debug, millis, _) in &results {
+        slowest_millis[debug] = slowest_millis[debug].max(millis);
+    }
+    let mut times: Vec<f64> = results.iter().map(|r| r.1).collect();
+    times.sort_by(f64::total_cmp);
+    scrapes.sort_by(f64::total_cmp);
+    Storm {
+        target: target.to_owned(),
+        tasks,
+        requests: results.len() as u64,
+        concurrency: args.profile_concurrency,
+        ok: count(0),
+        conflicts: count(1),
+        other_status: count(2),
+        hangs: count(3),
+        seconds,
+        slowest_millis,
+        p50_millis: quantile(&times, 0.5),
+        p99_millis: quantile(&times, 0.99),
+        metrics_scrapes: scrapes.len() as u64,
+        metrics_p99_millis: quantile(&scrapes, 0.99),
+        metrics_max_millis: scrapes.last().copied().unwrap_or(0.0),
+        stopped_cleanly: None,
+    }
+}
+
+/// The `q` quantile of sorted `values` (0 when empty).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 fn ratio(bad: f64, optimized: f64) -> String {
@@ -413,13 +677,67 @@ fn table(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  task dump as text (debug=1)     {:.0} ms",
+        "  grouped text (debug=1)          {:.0} ms",
         l.task_text_millis
+    );
+    let _ = writeln!(
+        out,
+        "  every task as text (debug=2)    {:.0} ms",
+        l.every_task_text_millis
+    );
+    let _ = writeln!(
+        out,
+        "  spawn and join an empty task    {:.1} µs through the task registry, {:.1} µs with tokio::spawn",
+        l.registered_spawn_nanos / 1e3,
+        l.plain_spawn_nanos / 1e3
     );
     let _ = writeln!(
         out,
         "  memory per leaked task          {:.0} B (an idle task and its channel)",
         l.bytes_per_leaked_task
     );
+    for storm in &r.storms {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "task-profile storm: {} ({} tasks; goals: 0 hangs, only 200 and 409, /metrics p99 under 50 ms)",
+            storm.target, storm.tasks
+        );
+        let _ = writeln!(
+            out,
+            "  requests                        {} in {:.1} s, {} at a time, debug=0/1/2 in turn",
+            storm.requests, storm.seconds, storm.concurrency
+        );
+        let _ = writeln!(
+            out,
+            "  answers                         {} ok, {} 409 (waited too long for its turn), {} other, {} hangs",
+            storm.ok, storm.conflicts, storm.other_status, storm.hangs
+        );
+        let _ = writeln!(
+            out,
+            "  latency                         p50 {:.1} ms, p99 {:.1} ms; slowest debug=0 {:.0} ms, debug=1 {:.0} ms, debug=2 {:.0} ms",
+            storm.p50_millis,
+            storm.p99_millis,
+            storm.slowest_millis[0],
+            storm.slowest_millis[1],
+            storm.slowest_millis[2]
+        );
+        let _ = writeln!(
+            out,
+            "  /metrics meanwhile              {} scrapes, p99 {:.1} ms, slowest {:.1} ms",
+            storm.metrics_scrapes, storm.metrics_p99_millis, storm.metrics_max_millis
+        );
+        if let Some(clean) = storm.stopped_cleanly {
+            let _ = writeln!(
+                out,
+                "  SIGTERM afterwards              {}",
+                if clean {
+                    "exited with its summary"
+                } else {
+                    "DID NOT exit cleanly within 15 s"
+                }
+            );
+        }
+    }
     out
 }

@@ -241,8 +241,8 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     println!();
-    // Every task's leaf frame is a tokio wait point (a oneshot, a Notify, a timer); the code
-    // that made it wait is further up, so tasks are ranked by cum, as with `-top -cum`.
+    // Ranked by cum, as with `-top -cum`: each task's function and its "created by" frame (the
+    // line that spawned it) show with the same count.
     let by_cum = args.kind == Kind::Tasks;
     print_top(&viewer, &path, args.top, by_cum)?;
     println!("\n{}", next_steps(args.kind, kind, &path));

@@ -7,11 +7,12 @@
 //! | `flamegraph?seconds=N` | the same, as an SVG flamegraph | pprof-rs + inferno |
 //! | `heap` | live memory by allocation site | jemalloc's sampling profiler |
 //! | `allocs` | all memory allocated since start, by site | the same, cumulative counts |
-//! | `goroutine?debug=0/1/2` | live tokio tasks by stack | tokio task dumps |
+//! | `goroutine?debug=0/1/2` | live tasks by function and spawn site | the task registry ([`crate::tasks`]) |
 
 pub mod cpu;
 pub mod encode;
 pub mod heap;
+pub mod mutex;
 pub mod tasks;
 
 use std::time::Duration;
@@ -25,7 +26,6 @@ use axum::routing::get;
 use crate::http::{ApiError, Params};
 use crate::server::AppState;
 use heap::HeapView;
-use tasks::TaskFormat;
 
 /// Longest CPU profile or flamegraph a request may ask for.
 pub const MAX_SECONDS: u64 = 300;
@@ -41,7 +41,8 @@ pub fn router() -> Router<AppState> {
         .route("/debug/pprof/flamegraph", get(flamegraph))
         .route("/debug/pprof/heap", get(heap_profile))
         .route("/debug/pprof/allocs", get(allocs_profile))
-        .route("/debug/pprof/goroutine", get(goroutine))
+        .route(tasks::PATH, get(tasks::handler))
+        .route("/debug/pprof/mutex", get(mutex::handler))
 }
 
 async fn cpu_profile(
@@ -89,23 +90,6 @@ async fn allocs_profile(RawQuery(query): RawQuery) -> Result<Response, ApiError>
     ))
 }
 
-async fn goroutine(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let params = Params::parse("/debug/pprof/goroutine", query.as_deref(), &["debug"])?;
-    let format = match params.integer("debug", 0..=2, 0, "")? {
-        0 => TaskFormat::Profile,
-        1 => TaskFormat::Grouped,
-        _ => TaskFormat::EveryTask,
-    };
-    let body = tasks::render(&state.runtime, format).await?;
-    Ok(match format {
-        TaskFormat::Profile => profile_response(body, "goroutine.pb.gz"),
-        _ => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response(),
-    })
-}
-
 fn seconds(path: &'static str, query: Option<String>) -> Result<Duration, ApiError> {
     let params = Params::parse(path, query.as_deref(), &["seconds"])?;
     let seconds = params.integer("seconds", 1..=MAX_SECONDS, 30, " of seconds")?;
@@ -140,7 +124,7 @@ async fn index(
     RawQuery(query): RawQuery,
 ) -> Result<Html<String>, ApiError> {
     Params::parse("/debug/pprof/", query.as_deref(), &[])?;
-    let tasks = state.runtime.metrics().num_alive_tasks();
+    let tasks: usize = crate::tasks::live_by_kind().iter().map(|(_, n)| n).sum();
     let kind = state.metrics.kind();
     Ok(Html(format!(
         r#"<!DOCTYPE html>
@@ -161,7 +145,7 @@ code {{ background: #eee; padding: 0 0.2em; }}
 <tbody>
 <tr><td></td><td><a href="allocs">allocs</a></td><td>Bytes allocated since start by allocation site, freed or not (sample type <code>alloc_space</code>): where allocation churn comes from. jemalloc samples about one allocation per 512 KiB.</td></tr>
 <tr><td></td><td><a href="flamegraph?seconds=10">flamegraph</a></td><td>CPU samples as an SVG flamegraph. <code>?seconds=N</code>, 1 to {MAX_SECONDS}, default 30.</td></tr>
-<tr><td class="count">{tasks}</td><td><a href="goroutine">goroutine</a></td><td>Live tokio tasks grouped by the stack they wait at (Go's goroutines). <a href="goroutine?debug=1">debug=1</a>: grouped text; <a href="goroutine?debug=2">debug=2</a>: every task.</td></tr>
+<tr><td class="count">{tasks}</td><td><a href="goroutine">goroutine</a></td><td>Live tasks (Go's goroutines) by the function they run and the line that spawned them, labelled by kind (helper, worker, http, observer). <code>?seconds=N</code>: what changed over N seconds. <a href="goroutine?debug=1">debug=1</a>: grouped text; <a href="goroutine?debug=2">debug=2</a>: every task.</td></tr>
 <tr><td></td><td><a href="heap">heap</a></td><td>Bytes in live allocations by allocation site (sample type <code>inuse_space</code>).</td></tr>
 <tr><td></td><td><a href="profile?seconds=10">profile</a></td><td>CPU profile sampled at 100 Hz. <code>?seconds=N</code>, 1 to {MAX_SECONDS}, default 30. One CPU profile runs at a time.</td></tr>
 </tbody>

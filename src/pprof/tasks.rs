@@ -1,341 +1,483 @@
-//! The goroutine profile's analogue: a dump of every live tokio task and where it is waiting.
+//! The goroutine profile's analogue: every live task of the [task registry](crate::tasks), by
+//! the function it runs and the line that spawned it.
 //!
-//! tokio (with `--cfg tokio_unstable` and the `taskdump` feature) can stop the runtime, poll each
-//! idle task once in tracing mode and record the stack of the leaf future it is parked on. Tasks
-//! parked at the same place have the same unresolved stack, so they are grouped by it first and
-//! only one stack per group is symbolized: that keeps a dump of 100k leaked tasks fast.
+//! Served as Go serves goroutines at `/debug/pprof/goroutine`: a pprof profile of task counts
+//! (`debug=0`, sample type `goroutine/count`, labels `kind` and `state`), Go's grouped text
+//! starting `goroutine profile: total N` (`debug=1`), or every task as `goroutine N [state]:`
+//! with its function and its "created by" line (`debug=2`). `?seconds=N` returns the change over
+//! N seconds (Go's delta profile): which tasks appeared, and where.
 //!
-//! Served as Go serves goroutines: a pprof profile of task counts per stack (`debug=0`), grouped
-//! text (`debug=1`) or every task (`debug=2`).
+//! It reads the registry, never tokio's task dumps, so it cannot wedge the runtime (see
+//! [`crate::tasks`]). One profile is made at a time: a request that finds another one running
+//! waits up to [`WAIT_FOR_TURN`], then gets 409 with a message saying so.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::panic::Location;
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::runtime::Handle;
+use axum::extract::RawQuery;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pprof::protos;
+use tokio::sync::Semaphore;
 
-use crate::http::ApiError;
+use crate::http::{ApiError, Params};
+use crate::pprof::encode::{self, StringTable};
+use crate::tasks::{self, TaskInfo, TaskKind, TaskState};
 
-/// How the dump is rendered, as Go's `?debug=` selects it.
+/// The endpoint's path.
+pub const PATH: &str = "/debug/pprof/goroutine";
+
+/// How long a request waits for another task profile to finish before it is refused.
+pub const WAIT_FOR_TURN: Duration = Duration::from_secs(2);
+
+/// Longest `?seconds=N` delta.
+pub const MAX_SECONDS: u64 = super::MAX_SECONDS;
+
+/// How the tasks are rendered, as Go's `?debug=` selects it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskFormat {
     /// gzipped pprof profile, sample type `goroutine/count`.
     Profile,
-    /// One entry per distinct stack, with its task count.
+    /// One entry per group of tasks running the same function from the same spawn site.
     Grouped,
     /// One entry per task.
     EveryTask,
 }
 
-/// A task that never yields holds its thread, and the dump waits for every thread: give up
-/// rather than hang the request.
-const DUMP_TIMEOUT: Duration = Duration::from_secs(10);
+/// One profile at a time: each is cheap, but a crowd of them on 100k tasks is not, and the
+/// registry's locks are shared with the workload's spawns.
+static TURN: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(1));
 
-/// Captures and renders a task dump of `runtime`.
-pub async fn render(runtime: &Handle, format: TaskFormat) -> Result<Vec<u8>, ApiError> {
-    imp::render(runtime, format).await
+/// `GET /debug/pprof/goroutine?debug=0|1|2` or `?seconds=N`.
+pub async fn handler(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let params = Params::parse(PATH, query.as_deref(), &["debug", "seconds"])?;
+    let format = match params.integer("debug", 0..=2, 0, "")? {
+        0 => TaskFormat::Profile,
+        1 => TaskFormat::Grouped,
+        _ => TaskFormat::EveryTask,
+    };
+    let seconds = match params.has("seconds") {
+        true if params.has("debug") => {
+            return Err(ApiError::bad_request(format!(
+                "query parameters \"seconds\" and \"debug\" cannot be combined for {PATH}: a delta \
+                 profile (?seconds=N) is a pprof profile; drop one of them"
+            )));
+        }
+        true => Some(params.integer("seconds", 1..=MAX_SECONDS, 30, " of seconds")?),
+        false => None,
+    };
+    let _turn = match tokio::time::timeout(WAIT_FOR_TURN, TURN.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "another task profile is being made; {PATH} makes one at a time and this \
+                     request waited {} s for its turn. Retry when it is done.",
+                    WAIT_FOR_TURN.as_secs()
+                ),
+            ));
+        }
+    };
+    let body = match seconds {
+        None => blocking(move || render(format)).await?,
+        Some(seconds) => {
+            let before = blocking(|| Ok(Counts::now())).await?;
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            blocking(move || delta_profile(&before, &Counts::now(), seconds)).await?
+        }
+    };
+    Ok(match format {
+        TaskFormat::Profile => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"goroutine.pb.gz\"".to_owned(),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        _ => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response(),
+    })
 }
 
-#[cfg(all(
-    tokio_unstable,
-    target_os = "linux",
-    any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")
-))]
-mod imp {
-    use std::collections::HashMap;
-    use std::collections::hash_map::DefaultHasher;
-    use std::fmt::Write as _;
-    use std::hash::Hasher;
-
-    use axum::http::StatusCode;
-    use pprof::protos;
-    use tokio::runtime::Handle;
-    use tokio::runtime::dump::{Backtrace, Dump};
-
-    use super::{DUMP_TIMEOUT, TaskFormat};
-    use crate::http::ApiError;
-    use crate::pprof::encode::{self, StringTable};
-
-    pub async fn render(runtime: &Handle, format: TaskFormat) -> Result<Vec<u8>, ApiError> {
-        let dump = tokio::time::timeout(DUMP_TIMEOUT, runtime.dump())
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "the task dump did not finish within {} s: a task is running without \
-                         yielding and holds its thread (a CPU profile shows which)",
-                        DUMP_TIMEOUT.as_secs()
-                    ),
-                )
-            })?;
-        tokio::task::spawn_blocking(move || {
-            let groups = group(&dump);
-            encode::release_symbol_cache();
-            match format {
-                TaskFormat::Profile => profile(&groups),
-                TaskFormat::Grouped => Ok(grouped_text(&groups).into_bytes()),
-                TaskFormat::EveryTask => Ok(every_task_text(&groups).into_bytes()),
-            }
-        })
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::internal("task dump", e))?
-    }
+        .map_err(|e| ApiError::internal("task profile", e))?
+}
 
-    /// Tasks parked at the same place, and that place.
-    struct Group {
-        task_ids: Vec<String>,
-        /// One stack per leaf future the task polled (more than one under `select!`/`join!`).
-        stacks: Vec<Vec<Frame>>,
+/// Renders the live tasks in `format`. Synchronous: run it off the runtime's threads.
+pub fn render(format: TaskFormat) -> Result<Vec<u8>, ApiError> {
+    let tasks = tasks::snapshot();
+    match format {
+        TaskFormat::Profile => profile(&group(&tasks), None),
+        TaskFormat::Grouped => Ok(grouped_text(&group(&tasks)).into_bytes()),
+        TaskFormat::EveryTask => Ok(every_task_text(tasks).into_bytes()),
     }
+}
 
-    /// One return address and the functions inlined at it, innermost first.
-    struct Frame {
-        address: u64,
-        functions: Vec<Function>,
-    }
+/// What tasks are grouped by: the same function, spawned from the same line, of the same kind,
+/// in the same state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    kind: TaskKind,
+    future: &'static str,
+    spawned_at: &'static Location<'static>,
+    state: TaskState,
+}
 
-    struct Function {
-        raw: String,
-        name: String,
-        file: String,
-        line: u32,
-    }
-
-    /// Groups tasks by their unresolved stacks, then symbolizes one stack per group.
-    fn group(dump: &Dump) -> Vec<Group> {
-        let tasks: Vec<_> = dump.tasks().iter().collect();
-        let mut index: HashMap<u64, usize> = HashMap::new();
-        let mut members: Vec<(usize, Vec<String>)> = Vec::new();
-        for (i, task) in tasks.iter().enumerate() {
-            // A trace's Debug form lists raw instruction pointers without resolving them:
-            // identical stacks hash alike, for the cost of formatting a few addresses.
-            let mut hasher = HashWriter(DefaultHasher::new());
-            let _ = write!(hasher, "{:?}", task.trace());
-            let slot = *index.entry(hasher.0.finish()).or_insert_with(|| {
-                members.push((i, Vec::new()));
-                members.len() - 1
-            });
-            members[slot].1.push(task.id().to_string());
+impl Key {
+    fn of(task: &TaskInfo) -> Key {
+        Key {
+            kind: task.kind,
+            future: task.future,
+            spawned_at: task.spawned_at,
+            state: task.state,
         }
-        let mut groups: Vec<Group> = members
-            .into_iter()
-            .map(|(representative, task_ids)| Group {
-                task_ids,
-                stacks: tasks[representative]
-                    .trace()
-                    .resolve_backtraces()
-                    .iter()
-                    .map(frames)
-                    .collect(),
+    }
+
+    fn function(&self) -> &'static str {
+        tasks::function_name(self.future)
+    }
+
+    /// Sorts groups by kind, then function and spawn site, so profiles of two workers line up.
+    fn order(&self) -> impl Ord + '_ {
+        (
+            self.kind,
+            self.function(),
+            self.spawned_at.file(),
+            self.spawned_at.line(),
+            self.spawned_at.column(),
+            self.state,
+        )
+    }
+}
+
+struct Group {
+    key: Key,
+    count: i64,
+    youngest: Duration,
+    oldest: Duration,
+    fewest_polls: u64,
+    most_polls: u64,
+}
+
+fn group(tasks: &[TaskInfo]) -> Vec<Group> {
+    let mut groups: HashMap<Key, Group> = HashMap::new();
+    for task in tasks {
+        let key = Key::of(task);
+        let group = groups.entry(key).or_insert(Group {
+            key,
+            count: 0,
+            youngest: task.age,
+            oldest: task.age,
+            fewest_polls: task.polls,
+            most_polls: task.polls,
+        });
+        group.count += 1;
+        group.youngest = group.youngest.min(task.age);
+        group.oldest = group.oldest.max(task.age);
+        group.fewest_polls = group.fewest_polls.min(task.polls);
+        group.most_polls = group.most_polls.max(task.polls);
+    }
+    let mut groups: Vec<Group> = groups.into_values().collect();
+    // Largest first, as Go orders its goroutine profile.
+    groups.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.key.order().cmp(&b.key.order()))
+    });
+    groups
+}
+
+/// Task counts per group at one moment, for a delta profile.
+struct Counts(HashMap<Key, i64>);
+
+impl Counts {
+    fn now() -> Counts {
+        let mut counts = HashMap::new();
+        for task in tasks::snapshot() {
+            *counts.entry(Key::of(&task)).or_insert(0) += 1;
+        }
+        Counts(counts)
+    }
+}
+
+fn delta_profile(before: &Counts, after: &Counts, seconds: u64) -> Result<Vec<u8>, ApiError> {
+    let mut groups: Vec<Group> = after
+        .0
+        .keys()
+        .chain(before.0.keys())
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .filter_map(|key| {
+            let change =
+                after.0.get(key).copied().unwrap_or(0) - before.0.get(key).copied().unwrap_or(0);
+            (change != 0).then_some(Group {
+                key: *key,
+                count: change,
+                youngest: Duration::ZERO,
+                oldest: Duration::ZERO,
+                fewest_polls: 0,
+                most_polls: 0,
             })
-            .collect();
-        groups.sort_by_key(|g| std::cmp::Reverse(g.task_ids.len()));
-        groups
-    }
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.key.order().cmp(&b.key.order()))
+    });
+    profile(&groups, Some(Duration::from_secs(seconds)))
+}
 
-    /// The frames of one backtrace, without the tracing machinery on top of it.
-    fn frames(backtrace: &Backtrace) -> Vec<Frame> {
-        let mut frames: Vec<Frame> = backtrace
-            .frames()
-            .map(|frame| Frame {
-                address: frame.ip() as u64,
-                functions: frame
-                    .symbols()
-                    .map(|symbol| {
-                        let raw = symbol
-                            .name_raw()
-                            .map(|raw| String::from_utf8_lossy(raw).into_owned())
-                            .unwrap_or_else(|| format!("{:#x}", frame.ip() as usize));
-                        Function {
-                            name: encode::demangle(&raw),
-                            raw,
-                            file: symbol
-                                .filename()
-                                .map(|f| f.display().to_string())
-                                .unwrap_or_default(),
-                            line: symbol.lineno().unwrap_or(0),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
-        let machinery = frames
-            .iter()
-            .take_while(|frame| frame.functions.iter().all(|f| is_machinery(&f.name)))
-            .count();
-        frames.drain(..machinery.min(frames.len().saturating_sub(1)));
-        frames
+/// The pprof profile: per group one sample of two frames, the task's function on top of the line
+/// that spawned it, so `-top` ranks functions and `-traces`/`-peek` show where each was spawned.
+fn profile(groups: &[Group], delta: Option<Duration>) -> Result<Vec<u8>, ApiError> {
+    let mut strings = StringTable::default();
+    let mut profile = protos::Profile {
+        sample_type: vec![strings.value_type("goroutine", "count")],
+        period_type: Some(strings.value_type("goroutine", "count")).into(),
+        period: 1,
+        time_nanos: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64),
+        duration_nanos: delta.map_or(0, |d| d.as_nanos() as i64),
+        ..Default::default()
+    };
+    if delta.is_some() {
+        profile.comment.push(strings.intern(
+            "delta profile: tasks alive at the end minus tasks alive at the start, per stack",
+        ));
     }
-
-    /// Frames of the stack capture itself, not of the task.
-    fn is_machinery(name: &str) -> bool {
-        name.starts_with("backtrace::")
-            || name.starts_with("tokio::runtime::task::trace::")
-            || name.starts_with("<backtrace::")
-    }
-
-    fn profile(groups: &[Group]) -> Result<Vec<u8>, ApiError> {
-        let mut strings = StringTable::default();
-        let mut profile = protos::Profile {
-            sample_type: vec![strings.value_type("goroutine", "count")],
-            period_type: Some(strings.value_type("goroutine", "count")).into(),
-            period: 1,
-            ..Default::default()
-        };
-        let mut locations: HashMap<u64, u64> = HashMap::new();
-        let mut functions: HashMap<String, u64> = HashMap::new();
-        for group in groups {
-            // A task waiting on several futures is filed under the first; `?debug=1` shows all.
-            let stack = group.stacks.first().map_or(&[][..], Vec::as_slice);
-            let mut location_id = Vec::with_capacity(stack.len());
-            for frame in stack {
-                let id = match locations.get(&frame.address) {
-                    Some(&id) => id,
-                    None => {
-                        let id = profile.location.len() as u64 + 1;
-                        let line = frame
-                            .functions
-                            .iter()
-                            .map(|f| protos::Line {
-                                function_id: function_id(
-                                    &mut profile,
-                                    &mut functions,
-                                    &mut strings,
-                                    f,
-                                ),
-                                line: i64::from(f.line),
-                                ..Default::default()
-                            })
-                            .collect();
-                        profile.location.push(protos::Location {
-                            id,
-                            address: frame.address,
-                            line,
-                            ..Default::default()
-                        });
-                        locations.insert(frame.address, id);
-                        id
-                    }
-                };
-                location_id.push(id);
+    let mut functions: HashMap<String, u64> = HashMap::new();
+    let mut locations: HashMap<(u64, i64), u64> = HashMap::new();
+    let mut location = |profile: &mut protos::Profile,
+                        strings: &mut StringTable,
+                        name: &str,
+                        system_name: &str,
+                        file: &str,
+                        line: i64| {
+        let function_id = match functions.get(system_name) {
+            Some(&id) => id,
+            None => {
+                let id = profile.function.len() as u64 + 1;
+                profile.function.push(protos::Function {
+                    id,
+                    name: strings.intern(name),
+                    system_name: strings.intern(system_name),
+                    filename: strings.intern(file),
+                    ..Default::default()
+                });
+                functions.insert(system_name.to_owned(), id);
+                id
             }
-            profile.sample.push(protos::Sample {
-                location_id,
-                value: vec![group.task_ids.len() as i64],
+        };
+        *locations.entry((function_id, line)).or_insert_with(|| {
+            let id = profile.location.len() as u64 + 1;
+            profile.location.push(protos::Location {
+                id,
+                line: vec![protos::Line {
+                    function_id,
+                    line,
+                    ..Default::default()
+                }],
                 ..Default::default()
             });
-        }
-        profile.string_table = strings.into_strings();
-        encode::gzip_profile(&profile).map_err(|e| ApiError::internal("task profile", e))
-    }
-
-    fn function_id(
-        profile: &mut protos::Profile,
-        functions: &mut HashMap<String, u64>,
-        strings: &mut StringTable,
-        f: &Function,
-    ) -> u64 {
-        if let Some(&id) = functions.get(&f.raw) {
-            return id;
-        }
-        let id = profile.function.len() as u64 + 1;
-        profile.function.push(protos::Function {
-            id,
-            name: strings.intern(&f.name),
-            system_name: strings.intern(&f.raw),
-            filename: strings.intern(&f.file),
+            id
+        })
+    };
+    let kind_key = strings.intern("kind");
+    let state_key = strings.intern("state");
+    for group in groups {
+        let site = group.key.spawned_at;
+        // Go's pprof strips `<...>` from a function whose system name equals its name; the raw
+        // type name (with `::{{closure}}`) differs from the cleaned one, so generics survive.
+        let leaf = location(
+            &mut profile,
+            &mut strings,
+            group.key.function(),
+            group.key.future,
+            site.file(),
+            0,
+        );
+        let creator = created_by(site);
+        let root = location(
+            &mut profile,
+            &mut strings,
+            &creator,
+            &format!("{creator} ({} task)", group.key.kind),
+            site.file(),
+            i64::from(site.line()),
+        );
+        let label = |key, value: &str, strings: &mut StringTable| protos::Label {
+            key,
+            str: strings.intern(value),
+            ..Default::default()
+        };
+        profile.sample.push(protos::Sample {
+            location_id: vec![leaf, root],
+            value: vec![group.count],
+            label: vec![
+                label(kind_key, group.key.kind.label(), &mut strings),
+                label(state_key, group.key.state.label(), &mut strings),
+            ],
             ..Default::default()
         });
-        functions.insert(f.raw.clone(), id);
-        id
     }
+    profile.string_table = strings.into_strings();
+    encode::gzip_profile(&profile).map_err(|e| ApiError::internal("task profile", e))
+}
 
-    fn total(groups: &[Group]) -> usize {
-        groups.iter().map(|g| g.task_ids.len()).sum()
+/// Go's "created by" line, with the spawn site in place of the spawning function.
+fn created_by(site: &Location<'_>) -> String {
+    format!(
+        "created by {}:{}:{}",
+        site.file(),
+        site.line(),
+        site.column()
+    )
+}
+
+fn total(groups: &[Group]) -> i64 {
+    groups.iter().map(|g| g.count).sum()
+}
+
+/// Go's `debug=1` layout: a header with the total, then per group its count, labels and frames.
+/// Go lists return addresses after `@`; a task has none, so the line names the kind and state.
+fn grouped_text(groups: &[Group]) -> String {
+    let mut out = String::with_capacity(256 * groups.len() + 64);
+    let _ = writeln!(out, "goroutine profile: total {}", total(groups));
+    for group in groups {
+        let key = &group.key;
+        let polls = if group.fewest_polls == group.most_polls {
+            times(group.most_polls)
+        } else {
+            format!("{} to {} times", group.fewest_polls, group.most_polls)
+        };
+        let _ = writeln!(
+            out,
+            "{} @ {} {}, age {} to {}, polled {polls}",
+            group.count,
+            key.kind,
+            key.state.label(),
+            age(group.youngest),
+            age(group.oldest),
+        );
+        let _ = writeln!(
+            out,
+            "# labels: {{\"kind\":\"{}\", \"state\":\"{}\"}}",
+            key.kind,
+            key.state.label()
+        );
+        let _ = writeln!(out, "#\t{}", key.function());
+        let _ = writeln!(out, "#\t{}", created_by(key.spawned_at));
+        out.push('\n');
     }
+    out
+}
 
-    /// Go's `debug=1` layout: a count and addresses per stack, then one `#` line per function.
-    fn grouped_text(groups: &[Group]) -> String {
-        let mut out = format!("task profile: total {}\n", total(groups));
-        for group in groups {
-            let addresses: Vec<String> = group
-                .stacks
-                .iter()
-                .flatten()
-                .map(|f| format!("{:#x}", f.address))
-                .collect();
-            let _ = writeln!(out, "{} @ {}", group.task_ids.len(), addresses.join(" "));
-            for (i, stack) in group.stacks.iter().enumerate() {
-                if group.stacks.len() > 1 {
-                    let _ = writeln!(
-                        out,
-                        "# future {} of {} the task is waiting on:",
-                        i + 1,
-                        group.stacks.len()
-                    );
-                }
-                for frame in stack {
-                    for f in &frame.functions {
-                        let _ = writeln!(
-                            out,
-                            "#\t{:#x}\t{}\t{}:{}",
-                            frame.address, f.name, f.file, f.line
-                        );
-                    }
-                }
-            }
-            out.push('\n');
-        }
-        out
+/// Go's `debug=2` layout: every task, oldest first, with its function and where it was created.
+/// As in Go, a task idle for a minute or more says for how long.
+fn every_task_text(mut tasks: Vec<TaskInfo>) -> String {
+    tasks.sort_unstable_by_key(|t| t.id);
+    let mut out = String::with_capacity(200 * tasks.len());
+    for task in &tasks {
+        let minutes = task.idle_for.as_secs() / 60;
+        let waited = match (task.state, minutes) {
+            (TaskState::Idle, 1) => ", 1 minute".to_owned(),
+            (TaskState::Idle, m) if m > 1 => format!(", {m} minutes"),
+            _ => String::new(),
+        };
+        let site = task.spawned_at;
+        let _ = write!(
+            out,
+            "goroutine {} [{}{waited}]:\n{}(...)\n\t{} task, age {}, polled {}\n{}\n\t{}:{}\n\n",
+            task.id,
+            task.state.label(),
+            task.function(),
+            task.kind,
+            age(task.age),
+            times(task.polls),
+            created_by(site),
+            site.file(),
+            site.line(),
+        );
     }
+    out
+}
 
-    /// Go's `debug=2` layout: every task with its stack, innermost first.
-    fn every_task_text(groups: &[Group]) -> String {
-        let mut out = String::new();
-        for group in groups {
-            let mut stack_text = String::new();
-            for (i, stack) in group.stacks.iter().enumerate() {
-                if i > 0 {
-                    stack_text.push_str("... and, polled by the same task:\n");
-                }
-                for f in stack.iter().flat_map(|frame| &frame.functions) {
-                    let _ = writeln!(stack_text, "{}()\n\t{}:{}", f.name, f.file, f.line);
-                }
-            }
-            for id in &group.task_ids {
-                let _ = writeln!(out, "task {id} [idle]:\n{stack_text}");
-            }
-        }
-        out
-    }
-
-    /// Feeds formatted text straight into a hasher, so grouping allocates nothing per task.
-    struct HashWriter(DefaultHasher);
-
-    impl std::fmt::Write for HashWriter {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.write(s.as_bytes());
-            Ok(())
-        }
+/// `1 time`, `3 times`.
+fn times(n: u64) -> String {
+    if n == 1 {
+        "1 time".to_owned()
+    } else {
+        format!("{n} times")
     }
 }
 
-#[cfg(not(all(
-    tokio_unstable,
-    target_os = "linux",
-    any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")
-)))]
-mod imp {
-    use axum::http::StatusCode;
-    use tokio::runtime::Handle;
+/// A task's age for a person: `850ms`, `12.3s`, `4m12s`.
+fn age(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 1.0 {
+        format!("{}ms", d.as_millis())
+    } else if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        let whole = d.as_secs();
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    }
+}
 
-    use super::TaskFormat;
-    use crate::http::ApiError;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    pub async fn render(_runtime: &Handle, _format: TaskFormat) -> Result<Vec<u8>, ApiError> {
-        Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "task dumps need Linux on x86, x86_64 or aarch64 and a build with --cfg tokio_unstable \
-             (.cargo/config.toml sets it); worker_active_goroutines still counts live tasks",
-        ))
+    #[test]
+    fn ages_read_like_durations() {
+        assert_eq!(age(Duration::from_millis(850)), "850ms");
+        assert_eq!(age(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(age(Duration::from_secs(252)), "4m12s");
+    }
+
+    #[test]
+    fn every_format_names_a_registered_task_and_its_spawn_site() {
+        async fn parked(rx: tokio::sync::oneshot::Receiver<()>) {
+            let _ = rx.await;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (_tx, rx) = tokio::sync::oneshot::channel();
+        let entered = rt.enter();
+        let line = line!() + 1;
+        let handle = tasks::spawn(TaskKind::Observer, parked(rx));
+        drop(entered);
+        rt.block_on(tokio::task::yield_now());
+        let site = format!("created by {}:{line}:", file!());
+        let grouped = String::from_utf8(render(TaskFormat::Grouped).unwrap()).unwrap();
+        assert!(
+            grouped.starts_with("goroutine profile: total "),
+            "{grouped}"
+        );
+        assert!(grouped.contains("#\tprofiling_lab::pprof::tasks::tests::every_format_names_a_registered_task_and_its_spawn_site::parked\n"), "{grouped}");
+        assert!(grouped.contains(&site), "{grouped}");
+        let every = String::from_utf8(render(TaskFormat::EveryTask).unwrap()).unwrap();
+        assert!(
+            every.contains(" [idle]:\nprofiling_lab::pprof::tasks::tests::"),
+            "{every}"
+        );
+        assert!(every.contains(&site), "{every}");
+        let profile = encode::gunzip_profile(&render(TaskFormat::Profile).unwrap()).unwrap();
+        assert!(profile.string_table.iter().any(|s| s.starts_with(&site)));
+        handle.abort();
     }
 }

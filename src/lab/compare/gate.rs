@@ -170,6 +170,78 @@ mod tests {
     }
 
     #[test]
+    fn lessons_4_to_6_have_subjects() {
+        for (text, metric) in [
+            ("ratio.poll_time_p99<10", Metric::PollTimeP99),
+            ("bad.poll_time_max<0.001", Metric::PollTimeMax),
+            ("ratio.metrics_latency_p99 < 2", Metric::MetricsLatencyP99),
+            ("optimized.task_latency_p99>0.1", Metric::TaskLatencyP99),
+            ("optimized.lock_wait_per_task>0", Metric::LockWaitPerTask),
+            ("optimized.queue_depth_max>100", Metric::QueueDepthMax),
+            ("ratio.queue_delay_p99<10", Metric::QueueDelayP99),
+            ("optimized.tasks_rejected==0", Metric::TasksRejected),
+        ] {
+            let t = Threshold::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(t.metric, metric, "{text}");
+        }
+        let help = syntax_help();
+        for key in ["poll_time_p99", "lock_wait_per_task", "queue_delay_p99"] {
+            assert!(help.contains(key), "{help}");
+        }
+    }
+
+    /// A gate on a lesson figure the workers do not serve (a build without lessons 4-6) fails
+    /// rather than passing unchecked.
+    #[test]
+    fn a_lesson_threshold_without_the_lesson_metrics_fails() {
+        use super::super::report::{ExitSummaries, Settings};
+        use super::super::sample::Sample;
+        let settings = Settings {
+            warmup_seconds: 0.0,
+            duration_seconds: 1.0,
+            interval_seconds: 1.0,
+            rate: 1,
+            data_size: 1,
+            tasks: 1,
+            workers: 1,
+            seed: 0,
+        };
+        let text = "\
+worker_active_goroutines 1
+worker_allocated_memory_bytes 1
+worker_resident_memory_bytes 1
+worker_total_allocations_bytes 1
+worker_allocations_total 1
+worker_task_allocations_total 1
+worker_task_allocated_bytes_total 1
+worker_tasks_processed_total 1
+worker_task_errors_total 0
+worker_gc_runs_total 0
+worker_tasks_in_queue 0
+process_cpu_seconds_total 0
+worker_task_processing_duration_seconds_bucket{le=\"+Inf\"} 1
+";
+        let samples = [
+            Sample::parse(0.0, text).unwrap(),
+            Sample::parse(1.0, text).unwrap(),
+        ];
+        let summaries = ExitSummaries {
+            bad: String::new(),
+            optimized: String::new(),
+        };
+        let report = Report::new(settings, &samples, &samples, summaries);
+        let held = Threshold::parse("optimized.lock_wait_per_task>0")
+            .unwrap()
+            .check(&report);
+        assert!(held.failed && held.value.is_none(), "{held:?}");
+        // The queue gauge is served by every worker: its gate checks a real value.
+        let depth = Threshold::parse("optimized.queue_depth_max>100")
+            .unwrap()
+            .check(&report);
+        assert_eq!((depth.failed, depth.value), (false, Some(0.0)));
+    }
+
+    #[test]
     fn a_threshold_without_a_value_fails() {
         use super::super::report::{ExitSummaries, Settings};
         let settings = Settings {

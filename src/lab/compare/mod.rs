@@ -49,7 +49,13 @@ METRIC (unit as in the JSON report): live_tasks_start, live_tasks_end (tasks),
   live_tasks_slope (tasks/min), allocated_bytes_end, allocated_bytes_peak,
   resident_bytes_end, resident_bytes_peak, bytes_per_task (bytes), allocations_per_task,
   gc_rate (purges/s), tasks_processed, throughput (tasks/s), latency_p50, latency_p95,
-  latency_p99 (seconds), error_rate (fraction of tasks), cpu_per_task (seconds).
+  latency_p99 (seconds), error_rate (fraction of tasks), cpu_per_task (seconds);
+  lessons 4-6, n/a from a worker without their metrics: poll_time_max, poll_time_p99,
+  metrics_latency_p99, task_latency_p99 (seconds; blocking), lock_wait_per_task (seconds;
+  contention), queue_depth_max, tasks_rejected (tasks), queue_delay_p99 (seconds; overload).
+  --fail-if 'ratio.poll_time_p99<10'           the blocking lesson no longer shows
+  --fail-if 'optimized.lock_wait_per_task>0'   the contention fix regressed
+  --fail-if 'optimized.queue_depth_max>100'    the bounded queue is not bounded
 A threshold with no value (no tasks processed, a 0/0 ratio) counts as failed.
 
 Exit status: 0 done (and every threshold passed), 3 a threshold failed, 1 the comparison

@@ -32,11 +32,22 @@ pub enum Metric {
     LatencyP99,
     ErrorRate,
     CpuPerTask,
+    // Lesson 4: blocking the runtime.
+    PollTimeMax,
+    PollTimeP99,
+    MetricsLatencyP99,
+    TaskLatencyP99,
+    // Lesson 5: lock contention.
+    LockWaitPerTask,
+    // Lesson 6: overload without backpressure.
+    QueueDepthMax,
+    QueueDelayP99,
+    TasksRejected,
 }
 
 impl Metric {
     /// In the order the table shows them.
-    pub const ALL: [Metric; 17] = [
+    pub const ALL: [Metric; 25] = [
         Metric::LiveTasksStart,
         Metric::LiveTasksEnd,
         Metric::LiveTasksSlope,
@@ -54,6 +65,14 @@ impl Metric {
         Metric::LatencyP99,
         Metric::ErrorRate,
         Metric::CpuPerTask,
+        Metric::PollTimeMax,
+        Metric::PollTimeP99,
+        Metric::MetricsLatencyP99,
+        Metric::TaskLatencyP99,
+        Metric::LockWaitPerTask,
+        Metric::QueueDepthMax,
+        Metric::QueueDelayP99,
+        Metric::TasksRejected,
     ];
 
     /// The name in JSON and in `--fail-if`.
@@ -106,6 +125,16 @@ impl Metric {
             Metric::LatencyP99 => ("latency_p99", "latency p99", "seconds"),
             Metric::ErrorRate => ("error_rate", "error rate", "fraction of tasks"),
             Metric::CpuPerTask => ("cpu_per_task", "CPU per task", "seconds"),
+            // The poll-time histogram's buckets double: its max is the bound of the highest
+            // bucket any poll reached, not an exact duration.
+            Metric::PollTimeMax => ("poll_time_max", "task poll, max (bucket bound)", "seconds"),
+            Metric::PollTimeP99 => ("poll_time_p99", "task poll p99", "seconds"),
+            Metric::MetricsLatencyP99 => ("metrics_latency_p99", "/metrics latency p99", "seconds"),
+            Metric::TaskLatencyP99 => ("task_latency_p99", "enqueue-to-result p99", "seconds"),
+            Metric::LockWaitPerTask => ("lock_wait_per_task", "lock wait per task", "seconds"),
+            Metric::QueueDepthMax => ("queue_depth_max", "tasks in queue, max", "tasks"),
+            Metric::QueueDelayP99 => ("queue_delay_p99", "enqueue-to-start p99", "seconds"),
+            Metric::TasksRejected => ("tasks_rejected", "tasks rejected (shed)", "tasks"),
         }
     }
 }
@@ -161,6 +190,38 @@ impl Figures {
         figures.set(LatencyP99, histogram_quantile(0.99, &latency));
         figures.set(ErrorRate, per_task(last.errors - first.errors));
         figures.set(CpuPerTask, per_task(last.cpu_seconds - first.cpu_seconds));
+
+        // Lessons 4-6: `None` where the worker does not serve the metric.
+        let (l0, l1) = (&first.lessons, &last.lessons);
+        let increase = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+        let poll = bucket_increase(&l1.poll_buckets, &l0.poll_buckets);
+        figures.set(PollTimeMax, histogram_quantile(1.0, &poll));
+        figures.set(PollTimeP99, histogram_quantile(0.99, &poll));
+        let scrapes: Vec<f64> = samples
+            .iter()
+            .filter_map(|s| s.lessons.scrape_seconds)
+            .collect();
+        figures.set(MetricsLatencyP99, nearest_rank(0.99, scrapes));
+        figures.set(
+            TaskLatencyP99,
+            histogram_quantile(
+                0.99,
+                &bucket_increase(&l1.task_latency_buckets, &l0.task_latency_buckets),
+            ),
+        );
+        figures.set(
+            LockWaitPerTask,
+            increase(l0.lock_wait_seconds, l1.lock_wait_seconds).and_then(per_task),
+        );
+        figures.set(QueueDepthMax, peak(|s| s.queue));
+        figures.set(
+            QueueDelayP99,
+            histogram_quantile(
+                0.99,
+                &bucket_increase(&l1.queue_delay_buckets, &l0.queue_delay_buckets),
+            ),
+        );
+        figures.set(TasksRejected, increase(l0.rejected, l1.rejected));
         figures
     }
 
@@ -178,6 +239,18 @@ impl Figures {
         }
         ratio
     }
+}
+
+/// The `q` quantile (0 to 1) of `values` by the nearest-rank method: an observed value, never an
+/// interpolated one (`lab compare`'s own scrape timings are a few dozen values, not a
+/// histogram). `None` without values.
+pub fn nearest_rank(q: f64, mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = (q * values.len() as f64).ceil() as usize;
+    Some(values[rank.clamp(1, values.len()) - 1])
 }
 
 /// A JSON object keyed by metric, in table order. JSON has no infinity: an infinite ratio is
@@ -307,6 +380,7 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sample::LessonSample;
     use super::*;
 
     fn sample(t: f64, live: f64, processed: f64, task_allocations: f64) -> Sample {
@@ -325,6 +399,7 @@ mod tests {
             queue: 0.0,
             cpu_seconds: processed * 1e-4,
             latency_buckets: vec![(0.001, processed), (f64::INFINITY, processed)],
+            lessons: LessonSample::default(),
         }
     }
 
@@ -351,6 +426,72 @@ mod tests {
         assert!((f.get(Metric::CpuPerTask).unwrap() - 1e-4).abs() < 1e-12);
         // Every observation is in the first bucket: p50 is half its bound.
         assert!((f.get(Metric::LatencyP50).unwrap() - 0.0005).abs() < 1e-12);
+    }
+
+    /// Lessons 4-6 as a bad worker shows them over 10 s: 2 s waited for locks over 1200
+    /// tasks, 1% of polls in the 4-8 ms bucket, a queue 500 deep at its deepest, 30 tasks shed.
+    #[test]
+    fn lesson_figures_come_from_the_lesson_metrics() {
+        let mut samples: Vec<Sample> = (0..=10)
+            .map(|i| {
+                let t = i as f64;
+                let mut s = sample(t, 10.0, 120.0 * t, 0.0);
+                s.queue = if i == 5 { 500.0 } else { 3.0 };
+                s.lessons = LessonSample {
+                    poll_buckets: vec![
+                        (0.004, 990.0 * t),
+                        (0.008, 1000.0 * t),
+                        (f64::INFINITY, 1000.0 * t),
+                    ],
+                    task_latency_buckets: vec![(0.5, 100.0 * t), (f64::INFINITY, 120.0 * t)],
+                    queue_delay_buckets: vec![(0.01, 120.0 * t), (f64::INFINITY, 120.0 * t)],
+                    lock_wait_seconds: Some(0.2 * t),
+                    rejected: Some(3.0 * t),
+                    scrape_seconds: Some(0.001 * (i + 1) as f64),
+                };
+                s
+            })
+            .collect();
+        let f = Figures::from_samples(&samples);
+        assert_eq!(f.get(Metric::PollTimeMax), Some(0.008));
+        // Rank 9900 of 10000 is the top of the 0-4 ms bucket.
+        assert!((f.get(Metric::PollTimeP99).unwrap() - 0.004).abs() < 1e-12);
+        assert!((f.get(Metric::LockWaitPerTask).unwrap() - 2.0 / 1200.0).abs() < 1e-12);
+        assert_eq!(f.get(Metric::QueueDepthMax), Some(500.0));
+        assert_eq!(f.get(Metric::TasksRejected), Some(30.0));
+        // 20 of 120 tasks a second took more than 0.5 s: the p99 is the highest finite bound.
+        assert_eq!(f.get(Metric::TaskLatencyP99), Some(0.5));
+        assert!((f.get(Metric::QueueDelayP99).unwrap() - 0.0099).abs() < 1e-12);
+        // The slowest of 11 scrapes is the p99 by nearest rank.
+        assert_eq!(f.get(Metric::MetricsLatencyP99), Some(0.011));
+
+        // A worker without the lesson metrics: no figure, not a zero.
+        for s in &mut samples {
+            s.lessons = LessonSample::default();
+        }
+        let f = Figures::from_samples(&samples);
+        for metric in [
+            Metric::PollTimeMax,
+            Metric::PollTimeP99,
+            Metric::MetricsLatencyP99,
+            Metric::TaskLatencyP99,
+            Metric::LockWaitPerTask,
+            Metric::QueueDelayP99,
+            Metric::TasksRejected,
+        ] {
+            assert_eq!(f.get(metric), None, "{}", metric.key());
+        }
+        assert_eq!(f.get(Metric::QueueDepthMax), Some(500.0));
+    }
+
+    #[test]
+    fn nearest_rank_picks_an_observed_value() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(nearest_rank(0.99, values.clone()), Some(99.0));
+        assert_eq!(nearest_rank(1.0, values.clone()), Some(100.0));
+        assert_eq!(nearest_rank(0.0, values), Some(1.0));
+        assert_eq!(nearest_rank(0.99, vec![3.0]), Some(3.0));
+        assert_eq!(nearest_rank(0.99, Vec::new()), None);
     }
 
     #[test]

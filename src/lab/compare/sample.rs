@@ -9,6 +9,13 @@ use crate::kind::WorkerKind;
 /// The task latency histogram, summed over operations.
 pub const LATENCY_HISTOGRAM: &str = "worker_task_processing_duration_seconds";
 
+/// Lesson 4: tokio's poll-time histogram, summed over runtime threads.
+pub const POLL_TIME_HISTOGRAM: &str = "worker_runtime_poll_time_seconds";
+/// Lessons 4-6: time from enqueue to a task's result.
+pub const TASK_LATENCY_HISTOGRAM: &str = "worker_task_latency_seconds";
+/// Lesson 6: time from enqueue to a worker taking the task.
+pub const QUEUE_DELAY_HISTOGRAM: &str = "worker_task_queue_delay_seconds";
+
 /// A worker's metrics at one moment. Counters are totals since the worker started; gauges are
 /// the value at the scrape.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +48,42 @@ pub struct Sample {
     pub cpu_seconds: f64,
     /// `worker_task_processing_duration_seconds_bucket`, as `(le, cumulative count)`.
     pub latency_buckets: Vec<(f64, f64)>,
+    /// What lessons 4-6 show; each part is absent from a worker that does not serve it.
+    pub lessons: LessonSample,
+}
+
+/// The metrics of lessons 4 (blocking), 5 (contention) and 6 (overload) at one moment. A worker
+/// built before these lessons lacks them: the report then shows `n/a` rather than refusing to
+/// compare, so each is optional (an empty histogram, `None`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LessonSample {
+    /// `worker_runtime_poll_time_seconds_bucket`, summed over runtime threads.
+    pub poll_buckets: Vec<(f64, f64)>,
+    /// `worker_task_latency_seconds_bucket`: enqueue to result.
+    pub task_latency_buckets: Vec<(f64, f64)>,
+    /// `worker_task_queue_delay_seconds_bucket`: enqueue to start.
+    pub queue_delay_buckets: Vec<(f64, f64)>,
+    /// `worker_lock_wait_seconds_sum`, all locks: seconds waited for contended locks.
+    pub lock_wait_seconds: Option<f64>,
+    /// `worker_tasks_rejected_total`: tasks a bounded queue shed.
+    pub rejected: Option<f64>,
+    /// How long this scrape of `/metrics` took to answer, as `lab compare` timed it: the
+    /// workers' HTTP server runs on the same runtime threads as their tasks (lesson 4).
+    pub scrape_seconds: Option<f64>,
+}
+
+impl LessonSample {
+    /// Reads what the exposition has of lessons 4-6.
+    pub fn parse(text: &str) -> LessonSample {
+        LessonSample {
+            poll_buckets: histogram_buckets(text, POLL_TIME_HISTOGRAM),
+            task_latency_buckets: histogram_buckets(text, TASK_LATENCY_HISTOGRAM),
+            queue_delay_buckets: histogram_buckets(text, QUEUE_DELAY_HISTOGRAM),
+            lock_wait_seconds: metric_value(text, "worker_lock_wait_seconds_sum"),
+            rejected: metric_value(text, "worker_tasks_rejected_total"),
+            scrape_seconds: None,
+        }
+    }
 }
 
 /// The CSV columns after `worker` and `t_seconds`: column name, Prometheus metric, value.
@@ -104,6 +147,7 @@ impl Sample {
             queue: value("worker_tasks_in_queue")?,
             cpu_seconds: value("process_cpu_seconds_total")?,
             latency_buckets,
+            lessons: LessonSample::parse(text),
         })
     }
 }
@@ -175,6 +219,33 @@ worker_task_processing_duration_seconds_bucket{operation=\"sort\",worker_type=\"
                 .starts_with("worker,t_seconds,live_tasks,")
         );
         assert!(lines.next().unwrap().starts_with("bad,1.500,12,1000,4096,"));
+    }
+
+    #[test]
+    fn lesson_metrics_are_read_when_served_and_optional() {
+        assert_eq!(
+            Sample::parse(0.0, TEXT).unwrap().lessons,
+            LessonSample::default()
+        );
+        let text = format!(
+            "{TEXT}\
+worker_runtime_poll_time_seconds_bucket{{thread=\"0\",le=\"0.001\"}} 90
+worker_runtime_poll_time_seconds_bucket{{thread=\"0\",le=\"+Inf\"}} 100
+worker_runtime_poll_time_seconds_bucket{{thread=\"1\",le=\"0.001\"}} 10
+worker_runtime_poll_time_seconds_bucket{{thread=\"1\",le=\"+Inf\"}} 10
+worker_lock_wait_seconds_sum{{lock=\"tally\"}} 1.5
+worker_tasks_rejected_total 7
+"
+        );
+        let lessons = Sample::parse(0.0, &text).unwrap().lessons;
+        // Summed over threads, as `sum by (le)` does.
+        assert_eq!(
+            lessons.poll_buckets,
+            vec![(0.001, 100.0), (f64::INFINITY, 110.0)]
+        );
+        assert_eq!(lessons.lock_wait_seconds, Some(1.5));
+        assert_eq!(lessons.rejected, Some(7.0));
+        assert!(lessons.queue_delay_buckets.is_empty());
     }
 
     #[test]

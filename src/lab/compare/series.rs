@@ -195,6 +195,7 @@ mod tests {
             queue: 0.0,
             cpu_seconds: 0.0,
             latency_buckets: vec![(0.01, processed), (f64::INFINITY, processed)],
+            lessons: Default::default(),
         }
     }
 

@@ -132,11 +132,16 @@ fn scrape(worker: &WorkerProcess, started: Instant) -> Result<Sample, String> {
             tail(&worker.log(), 20)
         )
     };
+    let asked = Instant::now();
     let response = worker.get("/metrics", SCRAPE_TIMEOUT).map_err(failed)?;
+    // Lesson 4: a blocked runtime thread delays the worker's HTTP server too.
+    let answered_in = asked.elapsed().as_secs_f64();
     if response.status != 200 {
         return Err(failed(format!("status {}", response.status)));
     }
-    Sample::parse(t, &response.text()).map_err(failed)
+    let mut sample = Sample::parse(t, &response.text()).map_err(failed)?;
+    sample.lessons.scrape_seconds = Some(answered_in);
+    Ok(sample)
 }
 
 /// Waits for a worker told to stop; returns the summary it printed. A worker that printed its

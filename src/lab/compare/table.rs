@@ -134,6 +134,54 @@ pub fn findings(report: &Report) -> Vec<String> {
         )),
         _ => {}
     }
+    out.extend(lesson_findings(report));
+    out
+}
+
+/// Lessons 4-6, for the workers that serve their metrics (`worker-bad --problems ...`): each
+/// finding names the figures that show the problem and the profile that explains it.
+fn lesson_findings(report: &Report) -> Vec<String> {
+    let (b, o) = (&report.bad, &report.optimized);
+    let both = |metric: Metric| {
+        format!(
+            "worker-bad {}, worker-optimized {} ({})",
+            value(metric, b.get(metric)),
+            value(metric, o.get(metric)),
+            ratio(report.ratio.get(metric)),
+        )
+    };
+    let served = |metric: Metric| b.get(metric).is_some() && o.get(metric).is_some();
+    let mut out = Vec::new();
+    if served(Metric::PollTimeP99) {
+        out.push(format!(
+            "Blocking the runtime: task poll p99 {}; longest poll up to {}; /metrics answered \
+             in (p99) {}. A poll in milliseconds is synchronous work on a runtime thread. \
+             Where: `lab profile cpu bad --start`, a blocking call under a tokio-runtime-worker \
+             thread.",
+            both(Metric::PollTimeP99),
+            both(Metric::PollTimeMax),
+            both(Metric::MetricsLatencyP99),
+        ));
+    }
+    if served(Metric::LockWaitPerTask) {
+        out.push(format!(
+            "Lock contention: lock wait per task {}, throughput {}. Where: the bad worker's \
+             /debug/pprof/mutex (`go tool pprof -top URL`) names the line that takes the lock.",
+            both(Metric::LockWaitPerTask),
+            both(Metric::Throughput),
+        ));
+    }
+    if served(Metric::QueueDelayP99) && served(Metric::TasksRejected) {
+        out.push(format!(
+            "Overload: deepest queue {}, resident memory peak {}, enqueue-to-start p99 {}, \
+             tasks shed {}. An unbounded queue turns overload into waiting and memory; a \
+             bounded one sheds the excess, counted.",
+            both(Metric::QueueDepthMax),
+            both(Metric::ResidentBytesPeak),
+            both(Metric::QueueDelayP99),
+            both(Metric::TasksRejected),
+        ));
+    }
     out
 }
 
@@ -143,7 +191,11 @@ pub fn value(metric: Metric, value: Option<f64>) -> String {
         return "n/a".to_owned();
     };
     match metric {
-        Metric::LiveTasksStart | Metric::LiveTasksEnd | Metric::TasksProcessed => {
+        Metric::LiveTasksStart
+        | Metric::LiveTasksEnd
+        | Metric::TasksProcessed
+        | Metric::QueueDepthMax
+        | Metric::TasksRejected => {
             format!("{v:.0}")
         }
         Metric::LiveTasksSlope => format!("{v:+.1}"),
@@ -157,9 +209,16 @@ pub fn value(metric: Metric, value: Option<f64>) -> String {
         Metric::AllocationsPerTask => format!("{v:.1}"),
         Metric::GcRate => format!("{v:.2}"),
         Metric::Throughput => format!("{v:.1}"),
-        Metric::LatencyP50 | Metric::LatencyP95 | Metric::LatencyP99 | Metric::CpuPerTask => {
-            seconds(v)
-        }
+        Metric::LatencyP50
+        | Metric::LatencyP95
+        | Metric::LatencyP99
+        | Metric::CpuPerTask
+        | Metric::PollTimeMax
+        | Metric::PollTimeP99
+        | Metric::MetricsLatencyP99
+        | Metric::TaskLatencyP99
+        | Metric::LockWaitPerTask
+        | Metric::QueueDelayP99 => seconds(v),
         Metric::ErrorRate => format!("{:.2}%", 100.0 * v),
     }
 }
@@ -212,6 +271,15 @@ mod tests {
         assert_eq!(value(Metric::ErrorRate, Some(0.0125)), "1.25%");
         assert_eq!(value(Metric::LiveTasksSlope, Some(12.0)), "+12.0");
         assert_eq!(value(Metric::Throughput, None), "n/a");
+    }
+
+    #[test]
+    fn lesson_values_carry_units() {
+        assert_eq!(value(Metric::PollTimeP99, Some(0.0084)), "8.40 ms");
+        assert_eq!(value(Metric::LockWaitPerTask, Some(2.5e-5)), "25.0 µs");
+        assert_eq!(value(Metric::QueueDepthMax, Some(12345.0)), "12345");
+        assert_eq!(value(Metric::TasksRejected, Some(0.0)), "0");
+        assert_eq!(value(Metric::QueueDelayP99, None), "n/a");
     }
 
     #[test]

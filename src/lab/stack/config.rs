@@ -11,7 +11,9 @@
 //! writes.
 //!
 //! [`panel_queries`] turns the dashboard's panel expressions into PromQL that Prometheus can
-//! evaluate on its own, replacing Grafana's interval macros the way Grafana would.
+//! evaluate on its own, replacing Grafana's interval macros the way Grafana would, and
+//! [`panel_links`] lists the data links of its panels: what a click on a worker's line opens,
+//! resolved from that series' labels the way Grafana resolves `${__field.labels.NAME}`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -402,6 +404,94 @@ pub fn panel_queries(dashboard_json: &str, rate_interval: &str) -> Result<Vec<Pa
     Ok(queries)
 }
 
+/// One data link of one dashboard panel (Grafana's `fieldConfig.defaults.links`): what a click on
+/// a series opens, with `${__field.labels.NAME}` standing for that series' label values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanelLink {
+    pub panel: String,
+    pub title: String,
+    pub url: String,
+    /// Opens in a new tab, so the dashboard stays where it was.
+    pub target_blank: bool,
+}
+
+impl PanelLink {
+    /// The URL Grafana opens for a series with `labels`: each `${__field.labels.NAME}` replaced
+    /// by the label's value, percent-encoded as Grafana's `uriencode` format does (an address
+    /// such as `127.0.0.1:9090` passes unchanged). Any other `${...}` is an error: only field
+    /// labels differ from one line to the next.
+    pub fn resolve(&self, labels: &BTreeMap<String, String>) -> Result<String, String> {
+        const FIELD: &str = "${__field.labels.";
+        let mut out = String::with_capacity(self.url.len());
+        let mut rest = self.url.as_str();
+        while let Some(at) = rest.find("${") {
+            out.push_str(&rest[..at]);
+            let after = &rest[at..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("link {:?}: unclosed ${{ in {}", self.title, self.url))?;
+            let Some(name) = after[..end].strip_prefix(FIELD) else {
+                return Err(format!(
+                    "link {:?}: {} is not a field label (only ${{__field.labels.NAME}} varies by line)",
+                    self.title,
+                    &after[..=end]
+                ));
+            };
+            let value = labels.get(name).ok_or_else(|| {
+                format!(
+                    "link {:?} of panel {:?} needs label {name:?}, the series has {:?}",
+                    self.title,
+                    self.panel,
+                    labels.keys().collect::<Vec<_>>()
+                )
+            })?;
+            out.push_str(&uri_encode(value));
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+/// JavaScript's `encodeURI` with `[]!'()*` encoded too (Grafana's `encodeURIStrict`).
+fn uri_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        let keep = byte.is_ascii_alphanumeric() || b"-_.~;,/?:@&=+$#".contains(&byte);
+        if keep {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Every data link of every panel of `dashboard_json`, in panel order.
+pub fn panel_links(dashboard_json: &str) -> Result<Vec<PanelLink>, String> {
+    let dashboard: Value =
+        serde_json::from_str(dashboard_json).map_err(|e| format!("dashboard JSON: {e}"))?;
+    let mut panels = Vec::new();
+    collect_panels(&dashboard["panels"], &mut panels);
+    let mut links = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap_or("(untitled)");
+        for link in panel["fieldConfig"]["defaults"]["links"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            links.push(PanelLink {
+                panel: title.to_owned(),
+                title: link["title"].as_str().unwrap_or_default().to_owned(),
+                url: link["url"].as_str().unwrap_or_default().to_owned(),
+                target_blank: link["targetBlank"].as_bool() == Some(true),
+            });
+        }
+    }
+    Ok(links)
+}
+
 /// Panels in order, those inside collapsed rows included.
 fn collect_panels<'a>(panels: &'a Value, out: &mut Vec<&'a Value>) {
     for panel in panels.as_array().into_iter().flatten() {
@@ -473,6 +563,42 @@ mod tests {
         assert!(panel_queries(unknown, "8s").unwrap_err().contains("$job"));
         let fine = r#"{"panels": [{"title": "p", "targets": [{"expr": "label_replace(up, \"a\", \"$1\", \"job\", \"(.*)\")"}]}]}"#;
         assert!(panel_queries(fine, "8s").is_ok());
+    }
+
+    #[test]
+    fn panel_links_resolve_field_labels_and_refuse_other_variables() {
+        let json = r#"{"panels": [{"title": "p", "fieldConfig": {"defaults": {"links": [
+            {"title": "t ${__field.labels.worker_type}", "targetBlank": true,
+             "url": "http://${__field.labels.instance}/debug/pprof/heap"},
+            {"title": "u", "url": "http://${datasource}/x"}]}}}]}"#;
+        let links = panel_links(json).unwrap();
+        assert_eq!(links.len(), 2);
+        assert!(links[0].target_blank && !links[1].target_blank);
+        let labels = BTreeMap::from([
+            ("instance".to_owned(), "127.0.0.1:9090".to_owned()),
+            ("worker_type".to_owned(), "bad".to_owned()),
+        ]);
+        assert_eq!(
+            links[0].resolve(&labels).unwrap(),
+            "http://127.0.0.1:9090/debug/pprof/heap"
+        );
+        assert!(
+            links[1]
+                .resolve(&labels)
+                .unwrap_err()
+                .contains("${datasource}")
+        );
+        let spaced = BTreeMap::from([("instance".to_owned(), "a b[1]".to_owned())]);
+        assert_eq!(
+            links[0].resolve(&spaced).unwrap(),
+            "http://a%20b%5B1%5D/debug/pprof/heap"
+        );
+        assert!(
+            links[0]
+                .resolve(&BTreeMap::new())
+                .unwrap_err()
+                .contains("\"instance\"")
+        );
     }
 
     #[test]
