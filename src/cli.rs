@@ -17,8 +17,8 @@ use clap::{Command, CommandFactory, FromArgMatches, Parser};
 use crate::burst::Burst;
 use crate::kind::WorkerKind;
 use crate::pool::RunConfig;
-use crate::profile_file::ProfilePath;
 use crate::problems::Problems;
+use crate::profile_file::ProfilePath;
 
 /// Flags of `worker-bad` and `worker-optimized`.
 #[derive(Debug, Clone, Parser)]

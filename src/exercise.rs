@@ -6,19 +6,20 @@
 //! `lab exercise diff`, start a lesson over with `lab exercise reset LESSON`. The path
 //! through the lessons and the hints are in docs/EXERCISES.md.
 //!
-//! Generated from src/bad.rs (fnv1a 0946bfcdac1e5640); `lab exercise reset --all` restores it.
+//! Generated from src/bad.rs (fnv1a 6b2a257012a4fafd); `lab exercise reset --all` restores it.
+
+// The strategy's methods are given what the fixes need; the bad code leaves some unused.
+#![allow(unused_variables)]
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::optimized::{self, Handles, Reporter, WIDEST_VALUE};
-use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy, Tally};
-use crate::problems::{Problem, Problems};
-use crate::task::{self, BUCKETS, Operation, TaskError, TaskSpec};
+use crate::optimized::Reporter;
+use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy};
+use crate::task::{self, Operation, TaskError, TaskSpec};
 
 /// How often a round's progress reporter logs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -32,44 +33,26 @@ type Outcome = Result<Duration, TaskError>;
 /// Your worker's strategy.
 pub struct Exercise {
     data_size: usize,
-    problems: Problems,
     /// Completion signals of the audit helpers, by task id.
     in_flight: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
 }
 
 impl Exercise {
-    /// The bad worker with every problem.
+    /// Your worker, as it starts: every problem present.
     pub fn new(config: &RunConfig) -> Exercise {
-        Exercise::with_problems(config, Problems::ALL)
-    }
-
-    /// The bad worker with only `problems`; the other sections run the fixed code.
-    pub fn with_problems(config: &RunConfig, problems: Problems) -> Exercise {
         Exercise {
             data_size: config.data_size,
-            problems,
             in_flight: Mutex::new(HashMap::new()),
         }
-    }
-
-    fn has(&self, problem: Problem) -> bool {
-        self.problems.has(problem)
     }
 }
 
 /// What each worker task keeps between tasks: with every problem on, nothing is used.
-pub struct BadWorker {
-    /// Metric handles resolved once: only without `churn`.
-    handles: Option<Handles>,
-    /// The slowest task seen, merged when the worker stops: only without `leak` (with it, the
-    /// audit helpers record it).
-    slowest: Option<Slowest>,
-    /// This worker's own tally: only without `contention`.
-    tally: Tally,
-}
+#[derive(Default)]
+pub struct ExerciseWorker {}
 
 impl Strategy for Exercise {
-    type Worker = BadWorker;
+    type Worker = ExerciseWorker;
     /// Without `leak`, the round's reporter and its stop token.
     type Round = Option<Reporter>;
 
@@ -78,66 +61,44 @@ impl Strategy for Exercise {
     // and draining long after it, `worker_task_queue_delay_seconds` p99 in seconds, memory
     // (`worker_allocated_memory_bytes`) growing with the backlog, no rejections at all.
     fn queue(&self, config: &RunConfig) -> QueueKind {
-        if self.has(Problem::Backlog) {
-            QueueKind::Unbounded
-        } else {
-            optimized::queue(config)
-        }
+        QueueKind::Unbounded
     }
 
     // ---- Per-worker state (capacity) ----------------------------------------------------------
-    fn worker(&self, ctx: &Context) -> BadWorker {
-        if !self.has(Problem::Capacity) && !self.has(Problem::Churn) {
-            optimized::reserve_scratch(self.data_size);
-        }
-        BadWorker {
-            handles: (!self.has(Problem::Churn)).then(|| Handles::resolve(&ctx.metrics)),
-            slowest: None,
-            tally: Tally::default(),
-        }
+    fn worker(&self, ctx: &Context) -> ExerciseWorker {
+        ExerciseWorker::default()
     }
 
     // ---- Lesson 1a (leak) ---------------------------------------------------------------------
     // Shows in: `worker_active_goroutines` stepping up each round;
     // `go tool pprof -top .../debug/pprof/goroutine` lists `exercise::progress_reporter`.
     fn start_round(&self, round: u64, ctx: &Arc<Context>) -> Option<Reporter> {
-        if !self.has(Problem::Leak) {
-            return Some(optimized::start_reporter(round, ctx));
-        }
         pool::spawn_helper(progress_reporter(round, Arc::clone(ctx)));
         None
     }
 
-    async fn finish_round(&self, round: Option<Reporter>) {
-        if let Some(reporter) = round {
-            optimized::stop_reporter(reporter).await;
-        }
-    }
+    async fn finish_round(&self, round: Option<Reporter>) {}
 
     // ---- Lesson 1b (leak) ---------------------------------------------------------------------
     fn handle(
         &self,
-        worker: &mut BadWorker,
+        worker: &mut ExerciseWorker,
         task: TaskSpec,
         ctx: &Arc<Context>,
     ) -> Result<u64, TaskError> {
-        let trace_id = self
-            .has(Problem::Churn)
-            .then(|| format!("{}-{}-{}", ctx.metrics.kind(), task.id, task.operation));
+        let trace_id = format!("{}-{}-{}", ctx.metrics.kind(), task.id, task.operation);
         tracing::trace!(?trace_id, task = task.id, "task started");
 
-        if self.has(Problem::Leak) {
-            let (done_tx, done_rx) = oneshot::channel();
-            self.pending().insert(task.id, done_tx);
-            let sample: Vec<i64> = task.values(self.data_size).take(AUDIT_SAMPLE).collect();
-            pool::spawn_helper(audit_on_completion(
-                task,
-                trace_id,
-                sample,
-                done_rx,
-                Arc::clone(ctx),
-            ));
-        }
+        let (done_tx, done_rx) = oneshot::channel();
+        self.pending().insert(task.id, done_tx);
+        let sample: Vec<i64> = task.values(self.data_size).take(AUDIT_SAMPLE).collect();
+        pool::spawn_helper(audit_on_completion(
+            task,
+            trace_id,
+            sample,
+            done_rx,
+            Arc::clone(ctx),
+        ));
 
         let started = Instant::now();
         // ---- Lesson 5 (contention) ------------------------------------------------------------
@@ -145,33 +106,15 @@ impl Strategy for Exercise {
         // `worker_lock_wait_seconds{lock="tally"}` (rate of `_sum` over rate of tasks = wait
         // per task), throughput flat however many threads, p99 task latency;
         // `go tool pprof -top .../debug/pprof/mutex` names `exercise::Exercise::handle` as the waiter.
-        let outcome = if self.has(Problem::Contention) {
+        let outcome = {
             let mut tally = ctx.tally.lock();
-            let outcome = process_with(task, self.data_size, self.problems);
+            let outcome = process_with(task, self.data_size);
             tally.add(task.operation, &outcome);
-            outcome
-        } else {
-            let outcome = process_with(task, self.data_size, self.problems);
-            worker.tally.add(task.operation, &outcome);
             outcome
         };
         let elapsed = started.elapsed();
-        match &worker.handles {
-            Some(handles) => handles.record(task.operation, &outcome, elapsed),
-            None => record(ctx, &task, &outcome, elapsed),
-        }
+        record(ctx, &task, &outcome, elapsed);
 
-        if !self.has(Problem::Leak) {
-            worker.slowest = Slowest::max(
-                worker.slowest,
-                Some(Slowest {
-                    task: task.id,
-                    operation: task.operation,
-                    elapsed,
-                }),
-            );
-            return outcome;
-        }
         // Shows in: `worker_active_goroutines` climbing with `worker_task_errors_total`, and
         // `worker_allocated_memory_bytes` creeping up; the goroutine profile's largest entry is
         // `exercise::audit_on_completion`.
@@ -187,25 +130,11 @@ impl Strategy for Exercise {
     // ratio, `worker_task_queue_delay_seconds`, p99 `worker_task_latency_seconds`, Prometheus'
     // `scrape_duration_seconds` for this worker; the CPU profile (`-peek 'task::seal'`) shows
     // `task::seal` called from `pool::work` on a runtime worker thread.
-    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send {
-        let blocking = self.has(Problem::Blocking);
-        async move {
-            if blocking {
-                task::seal(digest, data_size)
-            } else {
-                optimized::seal_off_runtime(digest, data_size).await
-            }
-        }
+    async fn seal(&self, digest: u64, data_size: usize) -> u64 {
+        task::seal(digest, data_size)
     }
 
-    fn finish_worker(&self, worker: BadWorker, ctx: &Context) {
-        if let Some(slowest) = worker.slowest {
-            ctx.audit.record(slowest);
-        }
-        if !self.has(Problem::Contention) {
-            ctx.tally.lock().merge(&worker.tally);
-        }
-    }
+    fn finish_worker(&self, worker: ExerciseWorker, ctx: &Context) {}
 }
 
 impl Exercise {
@@ -224,7 +153,7 @@ async fn progress_reporter(round: u64, ctx: Arc<Context>) {
 
 async fn audit_on_completion(
     task: TaskSpec,
-    trace_id: Option<String>,
+    trace_id: String,
     sample: Vec<i64>,
     done: oneshot::Receiver<Outcome>,
     ctx: Arc<Context>,
@@ -273,43 +202,25 @@ fn record(ctx: &Context, task: &TaskSpec, outcome: &Result<u64, TaskError>, elap
 /// Computes a task's digest with every problem; must agree with `optimized::process` for every
 /// task.
 pub fn process(task: TaskSpec, data_size: usize) -> Result<u64, TaskError> {
-    process_with(task, data_size, Problems::ALL)
+    process_with(task, data_size)
 }
 
-/// Computes a task's digest with the `capacity` and `churn` problems `problems` has (the
-/// others do not touch this part); must agree with `optimized::process` for every task and set.
-pub fn process_with(
-    task: TaskSpec,
-    data_size: usize,
-    problems: Problems,
-) -> Result<u64, TaskError> {
-    let capacity = problems.has(Problem::Capacity);
-    let churn = problems.has(Problem::Churn);
-    if !capacity && !churn {
-        return optimized::process_on_this_thread(&task, data_size);
-    }
-    let payload = generate(&task, data_size, capacity);
-    if churn {
-        let context = format!("task {} ({})", task.id, task.operation);
-        task::validate(&payload).inspect_err(|err| tracing::debug!("{context}: {err}"))?;
-    } else {
-        task::validate(&payload)?;
-    }
+/// Computes a task's digest as this worker does; must agree with `optimized::process` for
+/// every task.
+pub fn process_with(task: TaskSpec, data_size: usize) -> Result<u64, TaskError> {
+    let payload = generate(&task, data_size);
+    let context = format!("task {} ({})", task.id, task.operation);
+    task::validate(&payload).inspect_err(|err| tracing::debug!("{context}: {err}"))?;
     Ok(match task.operation {
-        Operation::Stats if churn => stats(payload.clone()),
-        Operation::Stats => optimized::stats(&payload),
-        Operation::Sort if churn => sort(&payload),
-        Operation::Sort => optimized::sort(&payload, &mut Vec::new()),
-        Operation::Dedup => dedup(&payload, capacity, churn),
-        Operation::Render => render(&payload, capacity, churn),
+        Operation::Stats => stats(payload.clone()),
+        Operation::Sort => sort(&payload),
+        Operation::Dedup => dedup(&payload),
+        Operation::Render => render(&payload),
     })
 }
 
 #[inline(never)]
-fn generate(task: &TaskSpec, data_size: usize, capacity_problem: bool) -> Vec<i64> {
-    if !capacity_problem {
-        return task.values(data_size).collect();
-    }
+fn generate(task: &TaskSpec, data_size: usize) -> Vec<i64> {
     let mut payload = Vec::new();
     for value in task.values(data_size) {
         payload.push(value);
@@ -339,20 +250,8 @@ fn sort(payload: &[i64]) -> u64 {
 }
 
 #[inline(never)]
-fn dedup(payload: &[i64], capacity_problem: bool, churn_problem: bool) -> u64 {
-    if !churn_problem {
-        let mut counts = if capacity_problem {
-            HashMap::new()
-        } else {
-            HashMap::with_capacity(BUCKETS)
-        };
-        return optimized::dedup(payload, &mut counts);
-    }
-    let mut counts: HashMap<String, u32> = if capacity_problem {
-        HashMap::new()
-    } else {
-        HashMap::with_capacity(BUCKETS)
-    };
+fn dedup(payload: &[i64]) -> u64 {
+    let mut counts: HashMap<String, u32> = HashMap::new();
     for &value in payload {
         *counts
             .entry(format!("{}", task::bucket(value)))
@@ -368,15 +267,8 @@ fn dedup(payload: &[i64], capacity_problem: bool, churn_problem: bool) -> u64 {
 }
 
 #[inline(never)]
-fn render(payload: &[i64], capacity_problem: bool, churn_problem: bool) -> u64 {
-    let mut text = if capacity_problem {
-        String::new()
-    } else {
-        String::with_capacity(payload.len() * WIDEST_VALUE)
-    };
-    if !churn_problem {
-        return optimized::render(payload, &mut text);
-    }
+fn render(payload: &[i64]) -> u64 {
+    let mut text = String::new();
     for value in payload {
         text = text + &value.to_string() + ",";
     }

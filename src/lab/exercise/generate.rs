@@ -1,5 +1,6 @@
 //! The exercise's starting code, generated from `src/bad.rs` so that the two never drift apart:
-//! the type renamed, and each lesson's comments reduced to its symptom.
+//! the `--problems` switches removed (`switches.rs`: only the bad code stays), the type renamed,
+//! and each lesson's comments reduced to its symptom.
 //!
 //! A learner should get what the dashboard and the profiles show, not the cure. So, inside the
 //! lesson sections (from the first `// ---- ` marker on):
@@ -86,7 +87,8 @@ pub fn recorded_hash(exercise: &str) -> Option<&str> {
 
 /// The exercise's starting code for `bad` (the text of src/bad.rs).
 pub fn exercise_start(bad: &str) -> String {
-    let lines: Vec<&str> = bad.lines().collect();
+    let stripped = super::switches::strip(bad);
+    let lines: Vec<&str> = stripped.lines().collect();
     let body_start = lines
         .iter()
         .position(|line| !line.starts_with("//!"))
@@ -161,7 +163,9 @@ fn header(bad: &str) -> String {
          //! `lab exercise diff`, start a lesson over with `lab exercise reset LESSON`. The path\n\
          //! through the lessons and the hints are in docs/EXERCISES.md.\n\
          //!\n\
-         {HASH_PREFIX}{}); `lab exercise reset --all` restores it.\n",
+         {HASH_PREFIX}{}); `lab exercise reset --all` restores it.\n\n\
+         // The strategy's methods are given what the fixes need; the bad code leaves some unused.\n\
+         #![allow(unused_variables)]\n",
         hash(bad)
     )
 }
@@ -170,8 +174,16 @@ fn header(bad: &str) -> String {
 fn rename(line: &str) -> String {
     let line = line
         .replace("The bad worker's strategy.", "Your worker's strategy.")
+        .replace(
+            "The bad worker with every problem.",
+            "Your worker, as it starts: every problem present.",
+        )
         .replace("bad::", "exercise::");
-    replace_word(&line, "Bad", "Exercise")
+    replace_word(
+        &replace_word(&line, "Bad", "Exercise"),
+        "BadWorker",
+        "ExerciseWorker",
+    )
 }
 
 fn replace_word(line: &str, word: &str, with: &str) -> String {

@@ -6,6 +6,7 @@
 //! compared against. Every write replaces the file whole (temp file, then rename) or not at all.
 
 pub mod generate;
+mod switches;
 
 use std::fs;
 use std::io::Write;
