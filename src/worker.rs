@@ -280,9 +280,33 @@ async fn ledger_line(ctx: &Context, live_tasks_start: usize) -> String {
             break;
         }
     }
+    // The helpers still registered, by where they were spawned: a learner's renamed function
+    // is still told apart by its spawn site.
+    let mut helper_sites: Vec<HelperSite> = Vec::new();
+    let registered = tokio::task::spawn_blocking(tasks::snapshot)
+        .await
+        .unwrap_or_default();
+    for info in registered.iter().filter(|t| t.kind == TaskKind::Helper) {
+        let site = format!("{}:{}", info.spawned_at.file(), info.spawned_at.line());
+        let function = info.function();
+        match helper_sites
+            .iter_mut()
+            .find(|s| s.site == site && s.function == function)
+        {
+            Some(found) => found.tasks += 1,
+            None => helper_sites.push(HelperSite {
+                function: function.to_owned(),
+                site,
+                tasks: 1,
+            }),
+        }
+    }
+    helper_sites.sort_by(|a, b| b.tasks.cmp(&a.tasks).then(a.site.cmp(&b.site)));
     let report = LedgerReport {
         totals: ctx.ledger.totals(),
         tasks_left_alive: last.saturating_sub(live_tasks_start) as u64,
+        helpers_left: tasks::live(TaskKind::Helper) as u64,
+        helper_sites,
         metrics_processed: ctx.metrics.processed_total(),
         metrics_errors: ctx.metrics.errors_total(),
         audited: ctx.audit.slowest().is_some(),
@@ -297,19 +321,36 @@ async fn ledger_line(ctx: &Context, live_tasks_start: usize) -> String {
 pub const LEDGER_PREFIX: &str = "lab-ledger ";
 
 /// The ledger line's JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LedgerReport {
     #[serde(flatten)]
     pub totals: pool::LedgerTotals,
     /// Live tokio tasks after the run beyond those before it: the tasks the strategy leaked
     /// (no HTTP client is connected while `lab check` runs a worker).
     pub tasks_left_alive: u64,
+    /// Helper tasks still registered (`tasks::live(TaskKind::Helper)`, the exit figure of
+    /// `worker_live_tasks{kind="helper"}`): what the leak lesson grades.
+    #[serde(default)]
+    pub helpers_left: u64,
+    /// The same helpers by spawn site, most first.
+    #[serde(default)]
+    pub helper_sites: Vec<HelperSite>,
     /// `worker_tasks_processed_total` and `worker_task_errors_total`, which the strategy
     /// records: an honest worker's match the ledger's counts.
     pub metrics_processed: u64,
     pub metrics_errors: u64,
     /// The audit saw at least one task (the summary's slowest task).
     pub audited: bool,
+}
+
+/// Helper tasks left alive that were spawned at one place and run one function.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HelperSite {
+    /// The function the task runs, e.g. `profiling_lab::exercise::progress_reporter`.
+    pub function: String,
+    /// `file:line` of the `pool::spawn_helper` call.
+    pub site: String,
+    pub tasks: u64,
 }
 
 /// The whole-run CPU profile, symbolized off the async threads.

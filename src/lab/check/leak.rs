@@ -3,15 +3,17 @@
 //! Two helpers leak in the bad worker: a progress reporter per round and an audit helper per
 //! failed task. The workload has rounds and failures in numbers far apart, so the count left
 //! alive says which source remains. Fixing one is half the lesson, and the check says so.
+//!
+//! The count is the task registry's (`tasks::live(TaskKind::Helper)`, the exit value of
+//! `worker_live_tasks{kind="helper"}`), read by the pool's side of the worker: every task the
+//! lesson's code spawns through `pool::spawn_helper` is in it, and nothing else is. The detail
+//! names each spawn site still holding tasks, so a renamed helper is found all the same.
 
 use super::{Grade, Hint, Runs, Status};
 
 /// How many of each helper a run left alive: (per-round reporters, per-failure audits).
 ///
-/// Reads the pool's count of tasks left alive after the run (no HTTP client connected, so
-/// every one is the strategy's) and splits it by the nearest mix of the two sources. When the
-/// task registry's `worker_live_tasks{kind="helper"}` and the task profile's spawn sites are
-/// in, this is the one function to read them instead.
+/// Splits the helpers left alive by the nearest mix of the two sources.
 pub fn leak_sources(left_alive: u64, rounds: u64, failures: u64) -> (u64, u64) {
     let candidates = [(0, 0), (0, failures), (rounds, 0), (rounds, failures)];
     candidates
@@ -23,7 +25,7 @@ pub fn leak_sources(left_alive: u64, rounds: u64, failures: u64) -> (u64, u64) {
 pub fn grade(runs: &Runs) -> Grade {
     let rounds = runs.workload.rounds();
     let failures = runs.expected.failed;
-    let left = |run: &super::runs::Run| run.ledger.tasks_left_alive;
+    let left = |run: &super::runs::Run| run.ledger.helpers_left;
     let (exercise, bad, optimized) = (left(&runs.exercise), left(&runs.bad), left(&runs.optimized));
     let extra = exercise.saturating_sub(optimized);
     let (reporters, audits) = leak_sources(extra, rounds, failures);
@@ -32,6 +34,13 @@ pub fn grade(runs: &Runs) -> Grade {
         (0, _) | (_, 0) if extra <= rounds.max(failures) + 1 => Status::Partial,
         _ => Status::NotYet,
     };
+    let sites: Vec<String> = runs
+        .exercise
+        .ledger
+        .helper_sites
+        .iter()
+        .map(|s| format!("{} spawned at {}: {}", s.function, s.site, s.tasks))
+        .collect();
     let detail = match (reporters > 0, audits > 0) {
         (false, false) => "no helper outlives its work".to_owned(),
         (true, false) => format!(
@@ -47,8 +56,13 @@ pub fn grade(runs: &Runs) -> Grade {
              ({failures} failed tasks) outlive their work"
         ),
     };
-    // The optimized worker leaks nothing: what it leaves alive is the runtime's own baseline,
-    // and the bad worker's excess over it must be exactly its two leaks.
+    let detail = if sites.is_empty() {
+        detail
+    } else {
+        format!("{detail}; still alive: {}", sites.join(", "))
+    };
+    // The optimized worker leaks no helper, and the bad worker's excess over it must be
+    // exactly its two leaks.
     let bad_expected = rounds + failures;
     let bad_extra = bad.saturating_sub(optimized);
     let confidence = if bad_extra.abs_diff(bad_expected) <= 1 {
@@ -65,7 +79,7 @@ pub fn grade(runs: &Runs) -> Grade {
     };
     Grade {
         status,
-        measured: "tasks left alive after the run".to_owned(),
+        measured: "helper tasks left alive after the run (task registry)".to_owned(),
         unit: "tasks",
         exercise: exercise as f64,
         bad: bad as f64,
@@ -73,8 +87,8 @@ pub fn grade(runs: &Runs) -> Grade {
         detail,
         confidence,
         hint: Hint {
-            metric: "worker_active_goroutines{worker_type=\"exercise\"}: does it climb round \
-                     after round, or with worker_task_errors_total?"
+            metric: "worker_live_tasks{worker_type=\"exercise\",kind=\"helper\"}: does it climb \
+                     round after round, or with worker_task_errors_total?"
                 .to_owned(),
             command: "go tool pprof -top http://127.0.0.1:9093/debug/pprof/goroutine".to_owned(),
         },
