@@ -287,6 +287,9 @@ pub struct Ledger {
     allocations: AtomicU64,
     bytes: AtomicU64,
     reallocations: AtomicU64,
+    /// Ids of the tasks a bounded queue shed (lesson 6): never handled, so `lab check` leaves
+    /// them out of the checksum it expects. The producer, not the strategy, records them.
+    rejected: Mutex<Vec<u64>>,
 }
 
 /// The ledger's totals at one moment.
@@ -324,6 +327,21 @@ impl Ledger {
             self.bytes.fetch_add(made.bytes, Relaxed);
             self.reallocations.fetch_add(reallocations, Relaxed);
         }
+    }
+
+    fn reject(&self, id: u64) {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(id);
+    }
+
+    /// Ids of the tasks the queue shed, in the order they were offered.
+    pub fn rejected(&self) -> Vec<u64> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn totals(&self) -> LedgerTotals {
@@ -457,6 +475,7 @@ async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> R
             due += Duration::from_secs_f64(1.0 / rate);
             metrics.tasks_in_queue.inc();
             let task = Queued::now(generator.next_task());
+            let id = task.task.id;
             let sent = tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => Sent::Closed,
@@ -465,6 +484,7 @@ async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> R
             match sent {
                 Sent::Queued => totals.tasks_produced += 1,
                 Sent::Rejected => {
+                    ctx.ledger.reject(id);
                     metrics.tasks_in_queue.dec();
                     metrics.lessons.tasks_rejected.inc();
                     totals.tasks_rejected += 1;

@@ -307,6 +307,7 @@ async fn ledger_line(ctx: &Context, live_tasks_start: usize) -> String {
         tasks_left_alive: last.saturating_sub(live_tasks_start) as u64,
         helpers_left: tasks::live(TaskKind::Helper) as u64,
         helper_sites,
+        rejected_ids: ctx.ledger.rejected(),
         metrics_processed: ctx.metrics.processed_total(),
         metrics_errors: ctx.metrics.errors_total(),
         audited: ctx.audit.slowest().is_some(),
@@ -335,6 +336,9 @@ pub struct LedgerReport {
     /// The same helpers by spawn site, most first.
     #[serde(default)]
     pub helper_sites: Vec<HelperSite>,
+    /// Tasks the bounded queue shed, by id: not in `totals`, offered in their place.
+    #[serde(default)]
+    pub rejected_ids: Vec<u64>,
     /// `worker_tasks_processed_total` and `worker_task_errors_total`, which the strategy
     /// records: an honest worker's match the ledger's counts.
     pub metrics_processed: u64,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::runs::Run;
-use super::workload::{Expected, Workload};
+use super::workload::{self, Workload};
 
 /// How much slower than the slower reference the learner's worker may be before the check says
 /// so: wide, because the three run at once on a machine that may be busy.
@@ -19,10 +19,10 @@ pub fn problems(
     run: &Run,
     reference: &Run,
     slowest_reference: Duration,
-    expected: &Expected,
     workload: &Workload,
 ) -> Vec<String> {
     let ledger = &run.ledger;
+    let expected = &workload::expected(workload, &ledger.rejected_ids);
     let totals = &ledger.totals;
     let mut problems = Vec::new();
     if totals.handled != expected.handled {
@@ -45,16 +45,12 @@ pub fn problems(
         ));
     }
     let want = &reference.ledger;
-    if ledger.metrics_processed != want.metrics_processed
-        || ledger.metrics_errors != want.metrics_errors
-    {
+    if ledger.metrics_processed != totals.handled || ledger.metrics_errors != totals.failed {
         problems.push(format!(
-            "its metrics count {} tasks processed and {} errors, the reference's {} and {}: \
-             `worker_tasks_processed_total` and `worker_task_errors_total` must still be recorded",
-            ledger.metrics_processed,
-            ledger.metrics_errors,
-            want.metrics_processed,
-            want.metrics_errors
+            "its metrics count {} tasks processed and {} errors where it handled {} and {} \
+             failed: `worker_tasks_processed_total` and `worker_task_errors_total` must still \
+             be recorded",
+            ledger.metrics_processed, ledger.metrics_errors, totals.handled, totals.failed
         ));
     }
     if want.audited && !ledger.audited {

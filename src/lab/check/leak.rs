@@ -25,6 +25,7 @@ pub fn leak_sources(left_alive: u64, rounds: u64, failures: u64) -> (u64, u64) {
 pub fn grade(runs: &Runs) -> Grade {
     let rounds = runs.workload.rounds();
     let failures = runs.expected.failed;
+    let bad_failures = runs.bad.ledger.totals.failed;
     let left = |run: &super::runs::Run| run.ledger.helpers_left;
     let (exercise, bad, optimized) = (left(&runs.exercise), left(&runs.bad), left(&runs.optimized));
     let extra = exercise.saturating_sub(optimized);
@@ -63,12 +64,12 @@ pub fn grade(runs: &Runs) -> Grade {
     };
     // The optimized worker leaks no helper, and the bad worker's excess over it must be
     // exactly its two leaks.
-    let bad_expected = rounds + failures;
+    let bad_expected = rounds + bad_failures;
     let bad_extra = bad.saturating_sub(optimized);
     let confidence = if bad_extra.abs_diff(bad_expected) <= 1 {
         format!(
             "high: exact task counts after all {} tasks; beyond the optimized worker's {optimized}, \
-             the bad worker left {bad_extra} ({rounds} rounds + {failures} failures)",
+             the bad worker left {bad_extra} ({rounds} rounds + {bad_failures} failures)",
             runs.workload.tasks
         )
     } else {

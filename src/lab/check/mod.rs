@@ -165,14 +165,13 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
         "running worker-exercise, worker-bad and worker-optimized on {} tasks (seed {})...",
         workload.tasks, workload.seed
     );
-    let expected = workload::expected(&workload);
     let mut results = runs::run_all(&bin_dir, &build::WORKERS, &workload)?.into_iter();
     let mut next = || results.next().unwrap_or_else(|| Err("not run".to_owned()));
     let (exercise, bad, optimized) = (next(), next(), next());
     let bad = bad.map_err(|e| format!("the lab's own bad worker failed: {e}"))?;
     let optimized = optimized.map_err(|e| format!("the lab's own optimized worker failed: {e}"))?;
     for (kind, run) in [(WorkerKind::Bad, &bad), (WorkerKind::Optimized, &optimized)] {
-        let problems = honesty::problems(run, &optimized, run.elapsed, &expected, &workload);
+        let problems = honesty::problems(run, &optimized, run.elapsed, &workload);
         if !problems.is_empty() {
             return Err(format!(
                 "the lab's own {kind} worker does not pass the honesty checks (is src/bad.rs or \
@@ -184,7 +183,8 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
     let (problems, graded) = match exercise {
         Ok(exercise) => {
             let slowest = bad.elapsed.max(optimized.elapsed);
-            let problems = honesty::problems(&exercise, &optimized, slowest, &expected, &workload);
+            let problems = honesty::problems(&exercise, &optimized, slowest, &workload);
+            let expected = workload::expected(&workload, &exercise.ledger.rejected_ids);
             let runs = Runs {
                 workload,
                 expected,
