@@ -196,7 +196,9 @@ pub struct RunTotals {
 
 /// Runs `strategy` until `ctx.shutdown` is cancelled, then waits for its worker tasks.
 pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals {
-    let (tx, rx) = queue(strategy.queue(&ctx.config));
+    let kind = strategy.queue(&ctx.config);
+    ctx.ledger.set_queue(kind);
+    let (tx, rx) = queue(kind);
     let rx = Arc::new(AsyncMutex::new(rx));
     let mut workers = JoinSet::new();
     for _ in 0..ctx.config.workers {
@@ -290,6 +292,25 @@ pub struct Ledger {
     /// Ids of the tasks a bounded queue shed (lesson 6): never handled, so `lab check` leaves
     /// them out of the checksum it expects. The producer, not the strategy, records them.
     rejected: Mutex<Vec<u64>>,
+    /// Lesson 4: sealed tasks, and the time their seal future spent inside `poll` on the
+    /// worker task's thread: the whole seal when it runs there, microseconds when it is
+    /// handed to another thread.
+    sealed: AtomicU64,
+    seal_poll_nanos: AtomicU64,
+    /// Lesson 6: the bound of the queue the strategy chose (0: unbounded), and the most tasks
+    /// that waited in it at once.
+    queue_bound: AtomicU64,
+    queue_depth_max: AtomicU64,
+}
+
+/// What the ledger saw of lessons 4-6.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerLessons {
+    pub sealed: u64,
+    pub seal_poll_nanos: u64,
+    /// `None`: an unbounded queue.
+    pub queue_bound: Option<u64>,
+    pub queue_depth_max: u64,
 }
 
 /// The ledger's totals at one moment.
@@ -326,6 +347,34 @@ impl Ledger {
             self.allocations.fetch_add(made.allocations, Relaxed);
             self.bytes.fetch_add(made.bytes, Relaxed);
             self.reallocations.fetch_add(reallocations, Relaxed);
+        }
+    }
+
+    fn record_seal(&self, polled: std::time::Duration) {
+        self.sealed.fetch_add(1, Relaxed);
+        self.seal_poll_nanos
+            .fetch_add(polled.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    fn set_queue(&self, kind: QueueKind) {
+        let bound = match kind {
+            QueueKind::Unbounded => 0,
+            QueueKind::Bounded(bound) => bound as u64,
+        };
+        self.queue_bound.store(bound, Relaxed);
+    }
+
+    fn observe_depth(&self, depth: i64) {
+        self.queue_depth_max.fetch_max(depth.max(0) as u64, Relaxed);
+    }
+
+    pub fn lessons(&self) -> LedgerLessons {
+        let bound = self.queue_bound.load(Relaxed);
+        LedgerLessons {
+            sealed: self.sealed.load(Relaxed),
+            seal_poll_nanos: self.seal_poll_nanos.load(Relaxed),
+            queue_bound: (bound > 0).then_some(bound),
+            queue_depth_max: self.queue_depth_max.load(Relaxed),
         }
     }
 
@@ -482,7 +531,10 @@ async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> R
                 sent = tx.send(task, due) => sent,
             };
             match sent {
-                Sent::Queued => totals.tasks_produced += 1,
+                Sent::Queued => {
+                    totals.tasks_produced += 1;
+                    ctx.ledger.observe_depth(metrics.tasks_in_queue.get());
+                }
                 Sent::Rejected => {
                     ctx.ledger.reject(id);
                     metrics.tasks_in_queue.dec();
@@ -533,7 +585,21 @@ pub async fn complete<S: Strategy>(
     let task = queued.task;
     let (handled, made) = handle_measured(strategy, worker, task, ctx);
     let outcome = match handled {
-        Ok(digest) if task.sealed() => Ok(strategy.seal(digest, ctx.config.data_size).await),
+        Ok(digest) if task.sealed() => {
+            // Timed poll by poll: the CPU the seal costs the thread this worker task runs on
+            // (CPU time, so a loaded machine's preemptions do not count).
+            let mut seal = std::pin::pin!(strategy.seal(digest, ctx.config.data_size));
+            let mut polled = Duration::ZERO;
+            let sealed = std::future::poll_fn(|cx| {
+                let started = thread_cpu_time();
+                let poll = seal.as_mut().poll(cx);
+                polled += thread_cpu_time().saturating_sub(started);
+                poll
+            })
+            .await;
+            ctx.ledger.record_seal(polled);
+            Ok(sealed)
+        }
         outcome => outcome,
     };
     ctx.metrics
@@ -544,6 +610,23 @@ pub async fn complete<S: Strategy>(
     // checksum, so skipping lesson 4's work cannot pass for fixing it.
     ctx.ledger.record(task.id, &outcome, made);
     outcome
+}
+
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`); zero if unreadable.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant Linux knows.
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if read != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// Handles one task and adds the allocations it made to `worker_task_allocations_total`: what a

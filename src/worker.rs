@@ -308,6 +308,15 @@ async fn ledger_line(ctx: &Context, live_tasks_start: usize) -> String {
         helpers_left: tasks::live(TaskKind::Helper) as u64,
         helper_sites,
         rejected_ids: ctx.ledger.rejected(),
+        lessons: ctx.ledger.lessons(),
+        tally_lock: {
+            let stats = ctx.metrics.lessons.lock_stats("tally");
+            TallyLock {
+                acquisitions: stats.acquisitions.get(),
+                contended: stats.wait.get_sample_count(),
+                wait_seconds: stats.wait.get_sample_sum(),
+            }
+        },
         metrics_processed: ctx.metrics.processed_total(),
         metrics_errors: ctx.metrics.errors_total(),
         audited: ctx.audit.slowest().is_some(),
@@ -322,7 +331,7 @@ async fn ledger_line(ctx: &Context, live_tasks_start: usize) -> String {
 pub const LEDGER_PREFIX: &str = "lab-ledger ";
 
 /// The ledger line's JSON.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LedgerReport {
     #[serde(flatten)]
     pub totals: pool::LedgerTotals,
@@ -339,12 +348,27 @@ pub struct LedgerReport {
     /// Tasks the bounded queue shed, by id: not in `totals`, offered in their place.
     #[serde(default)]
     pub rejected_ids: Vec<u64>,
+    /// Seals, their time on the worker task's thread, and the queue (lessons 4 and 6).
+    #[serde(default)]
+    pub lessons: pool::LedgerLessons,
+    /// Lesson 5: the run tally's lock (`worker_lock_wait_seconds{lock="tally"}`).
+    #[serde(default)]
+    pub tally_lock: TallyLock,
     /// `worker_tasks_processed_total` and `worker_task_errors_total`, which the strategy
     /// records: an honest worker's match the ledger's counts.
     pub metrics_processed: u64,
     pub metrics_errors: u64,
     /// The audit saw at least one task (the summary's slowest task).
     pub audited: bool,
+}
+
+/// The run tally's lock over the run, as `worker_lock_*{lock="tally"}` count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TallyLock {
+    pub acquisitions: u64,
+    /// Acquisitions that had to wait for another holder.
+    pub contended: u64,
+    pub wait_seconds: f64,
 }
 
 /// Helper tasks left alive that were spawned at one place and run one function.

@@ -4,11 +4,14 @@
 //! It builds the three workers from the learner's tree, runs them side by side on one fixed
 //! workload ([`workload`]), checks that the learner's worker did all the work right
 //! ([`honesty`]), then asks each lesson's grader. A lesson is a row in [`LESSONS`] and a module
-//! of its own: lessons 4-6 join by adding theirs.
+//! of its own.
 
+pub mod backlog;
+pub mod blocking;
 pub mod build;
 pub mod capacity;
 pub mod churn;
+pub mod contention;
 pub mod honesty;
 pub mod leak;
 pub mod runs;
@@ -73,6 +76,27 @@ pub const LESSONS: &[Lesson] = &[
         title: "Allocation churn",
         asks: "no allocation in the hot path: no clones, formatted strings or label lookups per task",
         grade: churn::grade,
+    },
+    Lesson {
+        number: 4,
+        id: "blocking",
+        title: "Blocking the runtime",
+        asks: "no long CPU-bound step on a runtime thread: the seal runs where it blocks no task",
+        grade: blocking::grade,
+    },
+    Lesson {
+        number: 5,
+        id: "contention",
+        title: "Lock contention",
+        asks: "no lock held across the work: workers rarely wait for one another",
+        grade: contention::grade,
+    },
+    Lesson {
+        number: 6,
+        id: "backlog",
+        title: "Overload without backpressure",
+        asks: "a bounded queue: overload is shed and counted, not piled up",
+        grade: backlog::grade,
     },
 ];
 

@@ -19,7 +19,7 @@ use super::workload::Workload;
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 /// One worker's run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Run {
     pub ledger: LedgerReport,
     /// From start to exit, process start-up included.
