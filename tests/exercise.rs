@@ -206,6 +206,25 @@ const CHURN_FIXED: &[(&str, &str)] = &[
     ),
 ];
 
+const BLOCKING_FIXED: (&str, &str) = (
+    "task::seal(digest, data_size)",
+    "tokio::task::spawn_blocking(move || task::seal(digest, data_size))\n            \
+     .await\n            .expect(\"the seal does not panic\")",
+);
+const CONTENTION_FIXED: (&str, &str) = (
+    "let outcome = {\n            \
+     let mut tally = ctx.tally.lock();\n            \
+     let outcome = process_with(task, self.data_size);\n            \
+     tally.add(task.operation, &outcome);\n            \
+     outcome\n        };",
+    "let outcome = process_with(task, self.data_size);\n        \
+     ctx.tally.lock().add(task.operation, &outcome);",
+);
+const BACKLOG_FIXED: (&str, &str) = (
+    "QueueKind::Unbounded",
+    "QueueKind::Bounded(config.workers * 2)",
+);
+
 #[test]
 fn unknown_lessons_are_named_with_the_allowed_ones() {
     let tree = copy_tree();
@@ -324,6 +343,37 @@ fn the_grader_fails_the_bad_worker_passes_the_fixes_lesson_by_lesson() {
     assert_eq!(status_of(&report, "churn"), "fixed", "{report}");
     assert_ne!(status_of(&report, "leak"), "fixed", "{report}");
     assert_ne!(status_of(&report, "capacity"), "fixed", "{report}");
+
+    // Lessons 4-6, one at a time: exactly that lesson passes.
+    for (lesson, edits) in [
+        ("blocking", BLOCKING_FIXED),
+        ("contention", CONTENTION_FIXED),
+        ("backlog", BACKLOG_FIXED),
+    ] {
+        let (code, report) = check(root, &patch(&start, &[edits]));
+        assert_eq!(code, 1, "{report}");
+        assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+        for (other, status) in statuses(&report) {
+            if other == lesson {
+                assert_eq!(status, "fixed", "{lesson}: {report}");
+            } else {
+                assert_ne!(
+                    status, "fixed",
+                    "{other} with only {lesson} fixed: {report}"
+                );
+            }
+        }
+    }
+
+    // Lesson 4 "fixed" by skipping the seal: the ledger holds the final results, so the digest
+    // check catches it.
+    let unsealed = patch(&start, &[("task::seal(digest, data_size)", "digest")]);
+    let (code, report) = check(root, &unsealed);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report["problems"].to_string().contains("results differ"),
+        "{report}"
+    );
 
     // Fewer allocations by doing less: the digest check catches it, whatever the figures say.
     let skipping = patch(

@@ -72,6 +72,7 @@ pub fn expected(workload: &Workload, rejected: &[u64]) -> Expected {
         failed: 0,
         checksum: 0,
     };
+    let rejected: std::collections::HashSet<u64> = rejected.iter().copied().collect();
     for _ in 0..workload.tasks + rejected.len() as u64 {
         let task = generator.next_task();
         if rejected.contains(&task.id) {
