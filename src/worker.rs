@@ -214,12 +214,14 @@ fn lessons_banner(kind: WorkerKind, args: &WorkerArgs, metrics: &Metrics) {
     }
     match kind {
         WorkerKind::Bad => tracing::info!("problems: {}", args.problems),
-        WorkerKind::Optimized | WorkerKind::Exercise if args.problems != Problems::ALL => {
-            tracing::info!(
-                "--problems {} is for worker-bad; worker-{kind} has no switches and ignores it",
-                args.problems
-            )
-        }
+        WorkerKind::Optimized if args.problems != Problems::ALL => tracing::info!(
+            "--problems {} is for worker-bad; worker-optimized has every fix and ignores it",
+            args.problems
+        ),
+        WorkerKind::Exercise if args.problems != Problems::ALL => tracing::info!(
+            "--problems {} is for worker-bad; worker-exercise has no switches and ignores it",
+            args.problems
+        ),
         WorkerKind::Optimized | WorkerKind::Exercise => {}
     }
     if let Some(burst) = &args.burst {
