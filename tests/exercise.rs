@@ -379,8 +379,9 @@ fn the_grader_fails_the_bad_worker_passes_the_fixes_lesson_by_lesson() {
     let skipping = patch(
         &optimized,
         &[(
-            "process(&task, scratch, self.data_size)",
-            "if task.id % 2 == 0 { Ok(task.id) } else { process(&task, scratch, self.data_size) }",
+            "let outcome = process_on_this_thread(&task, self.data_size);",
+            "let outcome = if task.id % 2 == 0 {\n            Ok(task.id)\n        } else {\n            \
+             process_on_this_thread(&task, self.data_size)\n        };",
         )],
     );
     let (code, report) = check(root, &skipping);
