@@ -85,6 +85,14 @@ pub fn thread_counts() -> Option<AllocCounts> {
     })
 }
 
+/// The calling thread's `realloc` calls (also counted in [`thread_counts`]), or `None` when it
+/// shares the overflow slot. `lab check` grades the capacity lesson on them: a buffer sized
+/// once never grows.
+pub fn thread_reallocations() -> Option<u64> {
+    let slot = own_slot();
+    (!std::ptr::eq(slot, &OVERFLOW)).then(|| slot.reallocations.load(Relaxed))
+}
+
 /// Gives the calling thread's slot back to the pool, keeping its counts.
 ///
 /// tokio calls this from `on_thread_stop` (see `runtime.rs`), so the blocking pool's short-lived
@@ -183,6 +191,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         let new = unsafe { Jemalloc.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             record(new_size);
+            record_growth();
         }
         new
     }
@@ -335,6 +344,8 @@ struct Slot {
     owned: AtomicBool,
     allocations: AtomicU64,
     bytes: AtomicU64,
+    /// `realloc` calls alone: a collection growing because it was not sized (lesson 2).
+    reallocations: AtomicU64,
 }
 
 impl Slot {
@@ -343,6 +354,7 @@ impl Slot {
             owned: AtomicBool::new(false),
             allocations: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            reallocations: AtomicU64::new(0),
         }
     }
 }
@@ -391,6 +403,18 @@ fn record(size: usize) {
             .store(slot.allocations.load(Relaxed) + 1, Relaxed);
         slot.bytes
             .store(slot.bytes.load(Relaxed) + size as u64, Relaxed);
+    }
+}
+
+#[inline]
+fn record_growth() {
+    let slot = own_slot();
+    if std::ptr::eq(slot, &OVERFLOW) {
+        slot.reallocations.fetch_add(1, Relaxed);
+    } else {
+        // As in `record`: only the owning thread writes its slot.
+        slot.reallocations
+            .store(slot.reallocations.load(Relaxed) + 1, Relaxed);
     }
 }
 

@@ -17,9 +17,11 @@
 //!
 //! `--problems` (default `all`) says which of these this worker has; a section whose problem is
 //! off runs the fixed code of `optimized.rs` instead, so a teacher can show one lesson at a time.
+//! Every switch is written one way, so that `lab exercise` can keep only the bad code for the
+//! learner: `if self.has(Problem::X) { bad } else { fixed }` (or `problems.has` in a free
+//! function), and `if !self.has(Problem::X) { fixed }` for code that runs only without problem X.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +44,7 @@ type Outcome = Result<Duration, TaskError>;
 /// The bad worker's strategy.
 pub struct Bad {
     data_size: usize,
+    /// Which problems this worker has (`--problems`).
     problems: Problems,
     /// Completion signals of the audit helpers, by task id.
     in_flight: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
@@ -50,15 +53,18 @@ pub struct Bad {
 impl Bad {
     /// The bad worker with every problem.
     pub fn new(config: &RunConfig) -> Bad {
-        Bad::with_problems(config, Problems::ALL)
+        Bad {
+            data_size: config.data_size,
+            problems: Problems::ALL,
+            in_flight: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The bad worker with only `problems`; the other sections run the fixed code.
     pub fn with_problems(config: &RunConfig, problems: Problems) -> Bad {
         Bad {
-            data_size: config.data_size,
             problems,
-            in_flight: Mutex::new(HashMap::new()),
+            ..Bad::new(config)
         }
     }
 
@@ -68,6 +74,7 @@ impl Bad {
 }
 
 /// What each worker task keeps between tasks: with every problem on, nothing is used.
+#[derive(Default)]
 pub struct BadWorker {
     /// Metric handles resolved once: only without `churn`.
     handles: Option<Handles>,
@@ -103,10 +110,13 @@ impl Strategy for Bad {
         if !self.has(Problem::Capacity) && !self.has(Problem::Churn) {
             optimized::reserve_scratch(self.data_size);
         }
-        BadWorker {
-            handles: (!self.has(Problem::Churn)).then(|| Handles::resolve(&ctx.metrics)),
-            slowest: None,
-            tally: Tally::default(),
+        if self.has(Problem::Churn) {
+            BadWorker::default()
+        } else {
+            BadWorker {
+                handles: Some(Handles::resolve(&ctx.metrics)),
+                ..BadWorker::default()
+            }
         }
     }
 
@@ -124,7 +134,9 @@ impl Strategy for Bad {
     }
 
     async fn finish_round(&self, round: Option<Reporter>) {
-        if let Some(reporter) = round {
+        if !self.has(Problem::Leak)
+            && let Some(reporter) = round
+        {
             optimized::stop_reporter(reporter).await;
         }
     }
@@ -137,9 +149,11 @@ impl Strategy for Bad {
         ctx: &Arc<Context>,
     ) -> Result<u64, TaskError> {
         // Lesson 3: a string built for every task, used only if tracing is on.
-        let trace_id = self
-            .has(Problem::Churn)
-            .then(|| format!("{}-{}-{}", ctx.metrics.kind(), task.id, task.operation));
+        let trace_id = if self.has(Problem::Churn) {
+            format!("{}-{}-{}", ctx.metrics.kind(), task.id, task.operation)
+        } else {
+            String::new()
+        };
         tracing::trace!(?trace_id, task = task.id, "task started");
 
         // An audit helper waits for the task's outcome, with the first values of its payload to
@@ -176,9 +190,10 @@ impl Strategy for Bad {
             outcome
         };
         let elapsed = started.elapsed();
-        match &worker.handles {
-            Some(handles) => handles.record(task.operation, &outcome, elapsed),
-            None => record(ctx, &task, &outcome, elapsed),
+        if self.has(Problem::Churn) {
+            record(ctx, &task, &outcome, elapsed);
+        } else if let Some(handles) = &worker.handles {
+            handles.record(task.operation, &outcome, elapsed);
         }
 
         if !self.has(Problem::Leak) {
@@ -213,19 +228,18 @@ impl Strategy for Bad {
     // ratio, `worker_task_queue_delay_seconds`, p99 `worker_task_latency_seconds`, Prometheus'
     // `scrape_duration_seconds` for this worker; the CPU profile (`-peek 'task::seal'`) shows
     // `task::seal` called from `pool::work` on a runtime worker thread.
-    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send {
-        let blocking = self.has(Problem::Blocking);
-        async move {
-            if blocking {
-                task::seal(digest, data_size)
-            } else {
-                optimized::seal_off_runtime(digest, data_size).await
-            }
+    async fn seal(&self, digest: u64, data_size: usize) -> u64 {
+        if self.has(Problem::Blocking) {
+            task::seal(digest, data_size)
+        } else {
+            optimized::seal_off_runtime(digest, data_size).await
         }
     }
 
     fn finish_worker(&self, worker: BadWorker, ctx: &Context) {
-        if let Some(slowest) = worker.slowest {
+        if !self.has(Problem::Leak)
+            && let Some(slowest) = worker.slowest
+        {
             ctx.audit.record(slowest);
         }
         if !self.has(Problem::Contention) {
@@ -254,7 +268,7 @@ async fn progress_reporter(round: u64, ctx: Arc<Context>) {
 /// never dropped, this task never ends.
 async fn audit_on_completion(
     task: TaskSpec,
-    trace_id: Option<String>,
+    trace_id: String,
     sample: Vec<i64>,
     done: oneshot::Receiver<Outcome>,
     ctx: Arc<Context>,
@@ -307,40 +321,47 @@ pub fn process(task: TaskSpec, data_size: usize) -> Result<u64, TaskError> {
     process_with(task, data_size, Problems::ALL)
 }
 
-/// Computes a task's digest with the `capacity` and `churn` problems `problems` has (the
-/// others do not touch this part); must agree with `optimized::process` for every task and set.
+/// Computes a task's digest as this worker does; must agree with `optimized::process` for
+/// every task.
 pub fn process_with(
     task: TaskSpec,
     data_size: usize,
     problems: Problems,
 ) -> Result<u64, TaskError> {
-    let capacity = problems.has(Problem::Capacity);
-    let churn = problems.has(Problem::Churn);
-    if !capacity && !churn {
+    // Only the `capacity` and `churn` problems of `problems` change this part, never its result.
+    if !problems.has(Problem::Capacity) && !problems.has(Problem::Churn) {
         return optimized::process_on_this_thread(&task, data_size);
     }
-    let payload = generate(&task, data_size, capacity);
-    if churn {
+    let payload = generate(&task, data_size, problems);
+    if problems.has(Problem::Churn) {
         // Lesson 3: the error context is formatted for every task, failing or not.
         let context = format!("task {} ({})", task.id, task.operation);
         task::validate(&payload).inspect_err(|err| tracing::debug!("{context}: {err}"))?;
     } else {
         task::validate(&payload)?;
     }
-    Ok(match task.operation {
-        Operation::Stats if churn => stats(payload.clone()),
-        Operation::Stats => optimized::stats(&payload),
-        Operation::Sort if churn => sort(&payload),
-        Operation::Sort => optimized::sort(&payload, &mut Vec::new()),
-        Operation::Dedup => dedup(&payload, capacity, churn),
-        Operation::Render => render(&payload, capacity, churn),
+    Ok(if problems.has(Problem::Churn) {
+        match task.operation {
+            Operation::Stats => stats(payload.clone()),
+            Operation::Sort => sort(&payload),
+            Operation::Dedup => dedup(&payload, problems),
+            Operation::Render => render(&payload, problems),
+        }
+    } else {
+        // Only capacity: the fixed code, with collections that start empty.
+        match task.operation {
+            Operation::Stats => optimized::stats(&payload),
+            Operation::Sort => optimized::sort(&payload, &mut Vec::new()),
+            Operation::Dedup => optimized::dedup(&payload, &mut HashMap::new()),
+            Operation::Render => optimized::render(&payload, &mut String::new()),
+        }
     })
 }
 
 /// Lesson 2: no capacity, so the Vec reallocates about log2(n) times as it grows.
 #[inline(never)]
-fn generate(task: &TaskSpec, data_size: usize, capacity_problem: bool) -> Vec<i64> {
-    if !capacity_problem {
+fn generate(task: &TaskSpec, data_size: usize, problems: Problems) -> Vec<i64> {
+    if !problems.has(Problem::Capacity) {
         return task.values(data_size).collect();
     }
     let mut payload = Vec::new();
@@ -376,16 +397,8 @@ fn sort(payload: &[i64]) -> u64 {
 /// Lessons 2 and 3: a map that starts empty every task, keyed by freshly formatted Strings,
 /// then copied into a Vec and sorted to find the fullest bucket.
 #[inline(never)]
-fn dedup(payload: &[i64], capacity_problem: bool, churn_problem: bool) -> u64 {
-    if !churn_problem {
-        let mut counts = if capacity_problem {
-            HashMap::new()
-        } else {
-            HashMap::with_capacity(BUCKETS)
-        };
-        return optimized::dedup(payload, &mut counts);
-    }
-    let mut counts: HashMap<String, u32> = if capacity_problem {
+fn dedup(payload: &[i64], problems: Problems) -> u64 {
+    let mut counts: HashMap<String, u32> = if problems.has(Problem::Capacity) {
         HashMap::new()
     } else {
         HashMap::with_capacity(BUCKETS)
@@ -406,15 +419,12 @@ fn dedup(payload: &[i64], capacity_problem: bool, churn_problem: bool) -> u64 {
 
 /// Lessons 2 and 3: a String per value, appended to a String that starts empty.
 #[inline(never)]
-fn render(payload: &[i64], capacity_problem: bool, churn_problem: bool) -> u64 {
-    let mut text = if capacity_problem {
+fn render(payload: &[i64], problems: Problems) -> u64 {
+    let mut text = if problems.has(Problem::Capacity) {
         String::new()
     } else {
         String::with_capacity(payload.len() * WIDEST_VALUE)
     };
-    if !churn_problem {
-        return optimized::render(payload, &mut text);
-    }
     for value in payload {
         text = text + &value.to_string() + ",";
     }

@@ -62,8 +62,15 @@ pub struct WorkerArgs {
           value_parser = whole_number(0, u64::MAX))]
     pub seed: u64,
 
+    /// Produce exactly N tasks, then stop once all are handled (before --duration if it comes
+    /// first) and print a `lab-ledger` line after the summary: tasks, digest checksum,
+    /// allocations per task and tasks left alive. `lab check` grades workers with it
+    #[arg(long, env = "LAB_MAX_TASKS", value_name = "N", allow_negative_numbers = true,
+          value_parser = whole_number(1, u64::MAX))]
+    pub max_tasks: Option<u64>,
+
     /// Address of the HTTP endpoints, an IP address and port (host names are not accepted)
-    /// [default: 127.0.0.1:9090 (bad), 127.0.0.1:9091 (optimized)]
+    /// [default: 127.0.0.1:9090 (bad), 127.0.0.1:9091 (optimized), 127.0.0.1:9093 (exercise)]
     #[arg(long, env = "LAB_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 
@@ -208,6 +215,7 @@ impl WorkerArgs {
             data_size: self.data_size as usize,
             rate: self.rate,
             seed: self.seed,
+            max_tasks: self.max_tasks,
         }
     }
 }
@@ -225,6 +233,9 @@ fn about(kind: WorkerKind) -> &'static str {
             "The lab's optimized worker: the same workload as worker-bad with each of its \
              problems fixed (no leaked tasks, buffers sized once and reused, no allocation per \
              task), to compare with it. Serves /metrics, /healthz and /debug/pprof/."
+        }
+        WorkerKind::Exercise => {
+            "Your worker: the same workload as worker-bad, run by src/exercise.rs, the copy of              the bad worker's code you fix (`lab exercise start`); `lab check` grades it. Serves              /metrics, /healthz and /debug/pprof/."
         }
     }
 }
@@ -442,12 +453,13 @@ pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// tokio-console's port for each worker: its own default (6669) for the bad worker, the next one
-/// for the optimized worker, so both can run with --console side by side.
+/// tokio-console's port for each worker: its own default (6669) for the bad worker, the next ones
+/// for the optimized and the exercise worker, so all can run with --console side by side.
 pub fn default_console_addr(kind: WorkerKind) -> SocketAddr {
     let port = match kind {
         WorkerKind::Bad => 6669,
         WorkerKind::Optimized => 6670,
+        WorkerKind::Exercise => 6671,
     };
     SocketAddr::from(([127, 0, 0, 1], port))
 }

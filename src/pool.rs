@@ -14,6 +14,7 @@
 //! sheds in `worker_tasks_rejected_total`.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,11 +23,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::alloc;
+use crate::alloc::{self, AllocCounts};
 use crate::burst::Burst;
 use crate::lock;
 use crate::metrics::Metrics;
-use crate::task::{Generator, Operation, TaskError, TaskSpec};
+use crate::task::{self, Generator, Operation, TaskError, TaskSpec};
 use crate::tasks::{self, TaskKind};
 
 /// What one run does; the flags of both workers map onto it.
@@ -42,6 +43,9 @@ pub struct RunConfig {
     pub rate: u32,
     /// Seed of the task stream; the same seed gives both workers the same tasks.
     pub seed: u64,
+    /// Produce exactly this many tasks, then close the queue: the run ends once all are
+    /// handled (`--max-tasks`, so that `lab check` grades every worker on the same tasks).
+    pub max_tasks: Option<u64>,
 }
 
 /// What every part of a run shares.
@@ -52,6 +56,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// The slowest task seen, for the exit summary.
     pub audit: Audit,
+    /// Every handled task's result and allocations, kept outside the strategy (`lab check`).
+    pub ledger: Ledger,
     /// Lesson 5: tasks and digests by operation, for the whole run, behind the lab's
     /// instrumented lock (`worker_lock_wait_seconds{lock="tally"}`, `/debug/pprof/mutex`).
     pub tally: lock::Mutex<Tally>,
@@ -67,6 +73,7 @@ impl Context {
             metrics,
             shutdown,
             audit: Audit::default(),
+            ledger: Ledger::default(),
             tally,
             burst: None,
         }
@@ -189,7 +196,9 @@ pub struct RunTotals {
 
 /// Runs `strategy` until `ctx.shutdown` is cancelled, then waits for its worker tasks.
 pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals {
-    let (tx, rx) = queue(strategy.queue(&ctx.config));
+    let kind = strategy.queue(&ctx.config);
+    ctx.ledger.set_queue(kind);
+    let (tx, rx) = queue(kind);
     let rx = Arc::new(AsyncMutex::new(rx));
     let mut workers = JoinSet::new();
     for _ in 0..ctx.config.workers {
@@ -263,6 +272,149 @@ impl Audit {
 
     pub fn slowest(&self) -> Option<Slowest> {
         *self.slowest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the handled tasks add up to, recorded by the pool in [`complete`] for every task with its
+/// final result (after the seal, for a sealed task): the strategy cannot skip, forge or hide an
+/// entry. `lab check` compares the checksum with the one
+/// it computes itself from `optimized::process`, and grades allocations per task from it.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    handled: AtomicU64,
+    failed: AtomicU64,
+    /// Wrapping sum of [`ledger_entry`] over the handled tasks: the order workers finish in
+    /// does not matter, a missing, extra or different result does.
+    checksum: AtomicU64,
+    allocations: AtomicU64,
+    bytes: AtomicU64,
+    reallocations: AtomicU64,
+    /// Ids of the tasks a bounded queue shed (lesson 6): never handled, so `lab check` leaves
+    /// them out of the checksum it expects. The producer, not the strategy, records them.
+    rejected: Mutex<Vec<u64>>,
+    /// Lesson 4: sealed tasks, and the time their seal future spent inside `poll` on the
+    /// worker task's thread: the whole seal when it runs there, microseconds when it is
+    /// handed to another thread.
+    sealed: AtomicU64,
+    seal_poll_nanos: AtomicU64,
+    /// Lesson 6: the bound of the queue the strategy chose (0: unbounded), and the most tasks
+    /// that waited in it at once.
+    queue_bound: AtomicU64,
+    queue_depth_max: AtomicU64,
+}
+
+/// What the ledger saw of lessons 4-6.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerLessons {
+    pub sealed: u64,
+    pub seal_poll_nanos: u64,
+    /// `None`: an unbounded queue.
+    pub queue_bound: Option<u64>,
+    pub queue_depth_max: u64,
+}
+
+/// The ledger's totals at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerTotals {
+    pub handled: u64,
+    pub failed: u64,
+    /// As a hex string: JSON readers lose precision above 2^53.
+    #[serde(with = "hex_u64")]
+    pub checksum: u64,
+    pub allocations: u64,
+    pub bytes: u64,
+    pub reallocations: u64,
+}
+
+/// One task's contribution to the ledger's checksum: its id and its result (digest, or where
+/// it failed validation).
+pub fn ledger_entry(id: u64, result: &Result<u64, TaskError>) -> u64 {
+    match result {
+        Ok(digest) => task::mix(&[id, 0, *digest]),
+        Err(TaskError::CorruptValue { index }) => task::mix(&[id, 1, *index as u64]),
+        Err(TaskError::EmptyPayload) => task::mix(&[id, 2]),
+    }
+}
+
+impl Ledger {
+    fn record(&self, id: u64, result: &Result<u64, TaskError>, made: Option<(AllocCounts, u64)>) {
+        self.handled.fetch_add(1, Relaxed);
+        if result.is_err() {
+            self.failed.fetch_add(1, Relaxed);
+        }
+        self.checksum.fetch_add(ledger_entry(id, result), Relaxed);
+        if let Some((made, reallocations)) = made {
+            self.allocations.fetch_add(made.allocations, Relaxed);
+            self.bytes.fetch_add(made.bytes, Relaxed);
+            self.reallocations.fetch_add(reallocations, Relaxed);
+        }
+    }
+
+    fn record_seal(&self, polled: std::time::Duration) {
+        self.sealed.fetch_add(1, Relaxed);
+        self.seal_poll_nanos
+            .fetch_add(polled.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    fn set_queue(&self, kind: QueueKind) {
+        let bound = match kind {
+            QueueKind::Unbounded => 0,
+            QueueKind::Bounded(bound) => bound as u64,
+        };
+        self.queue_bound.store(bound, Relaxed);
+    }
+
+    fn observe_depth(&self, depth: i64) {
+        self.queue_depth_max.fetch_max(depth.max(0) as u64, Relaxed);
+    }
+
+    pub fn lessons(&self) -> LedgerLessons {
+        let bound = self.queue_bound.load(Relaxed);
+        LedgerLessons {
+            sealed: self.sealed.load(Relaxed),
+            seal_poll_nanos: self.seal_poll_nanos.load(Relaxed),
+            queue_bound: (bound > 0).then_some(bound),
+            queue_depth_max: self.queue_depth_max.load(Relaxed),
+        }
+    }
+
+    fn reject(&self, id: u64) {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(id);
+    }
+
+    /// Ids of the tasks the queue shed, in the order they were offered.
+    pub fn rejected(&self) -> Vec<u64> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn totals(&self) -> LedgerTotals {
+        LedgerTotals {
+            handled: self.handled.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            checksum: self.checksum.load(Relaxed),
+            allocations: self.allocations.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            reallocations: self.reallocations.load(Relaxed),
+        }
+    }
+}
+
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{value:016x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        u64::from_str_radix(&text, 16).map_err(serde::de::Error::custom)
     }
 }
 
@@ -350,10 +502,15 @@ async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> R
     // so the offered load over any second is what the flags say.
     let mut due = start;
     let mut totals = RunTotals::default();
+    let limit = config.max_tasks.unwrap_or(u64::MAX);
     for round in 0.. {
+        if totals.tasks_produced >= limit {
+            // `--max-tasks` reached: dropping the sender lets the workers drain the queue and stop.
+            return totals;
+        }
         totals.rounds_started += 1;
         let guard = strategy.start_round(round, ctx);
-        for _ in 0..config.tasks_per_round {
+        for _ in 0..config.tasks_per_round.min(limit - totals.tasks_produced) {
             tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => {
@@ -367,14 +524,19 @@ async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> R
             due += Duration::from_secs_f64(1.0 / rate);
             metrics.tasks_in_queue.inc();
             let task = Queued::now(generator.next_task());
+            let id = task.task.id;
             let sent = tokio::select! {
                 biased;
                 () = ctx.shutdown.cancelled() => Sent::Closed,
                 sent = tx.send(task, due) => sent,
             };
             match sent {
-                Sent::Queued => totals.tasks_produced += 1,
+                Sent::Queued => {
+                    totals.tasks_produced += 1;
+                    ctx.ledger.observe_depth(metrics.tasks_in_queue.get());
+                }
                 Sent::Rejected => {
+                    ctx.ledger.reject(id);
                     metrics.tasks_in_queue.dec();
                     metrics.lessons.tasks_rejected.inc();
                     totals.tasks_rejected += 1;
@@ -412,7 +574,8 @@ async fn work<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>, rx: Arc<AsyncMut
 }
 
 /// Everything a worker task does with one task: handles it, seals the result when the task asks
-/// for it, and records the time from enqueue to result in `worker_task_latency_seconds`.
+/// for it, records the time from enqueue to result in `worker_task_latency_seconds`, and enters
+/// the final result (sealed, for a sealed task) in the ledger `lab check` grades.
 pub async fn complete<S: Strategy>(
     strategy: &S,
     worker: &mut S::Worker,
@@ -420,15 +583,50 @@ pub async fn complete<S: Strategy>(
     ctx: &Arc<Context>,
 ) -> Result<u64, TaskError> {
     let task = queued.task;
-    let outcome = match handle_counted(strategy, worker, task, ctx) {
-        Ok(digest) if task.sealed() => Ok(strategy.seal(digest, ctx.config.data_size).await),
+    let (handled, made) = handle_measured(strategy, worker, task, ctx);
+    let outcome = match handled {
+        Ok(digest) if task.sealed() => {
+            // Timed poll by poll: the CPU the seal costs the thread this worker task runs on
+            // (CPU time, so a loaded machine's preemptions do not count).
+            let mut seal = std::pin::pin!(strategy.seal(digest, ctx.config.data_size));
+            let mut polled = Duration::ZERO;
+            let sealed = std::future::poll_fn(|cx| {
+                let started = thread_cpu_time();
+                let poll = seal.as_mut().poll(cx);
+                polled += thread_cpu_time().saturating_sub(started);
+                poll
+            })
+            .await;
+            ctx.ledger.record_seal(polled);
+            Ok(sealed)
+        }
         outcome => outcome,
     };
     ctx.metrics
         .lessons
         .task_latency
         .observe(queued.enqueued.elapsed().as_secs_f64());
+    // The result as it leaves the worker: a strategy that skips the seal enters a different
+    // checksum, so skipping lesson 4's work cannot pass for fixing it.
+    ctx.ledger.record(task.id, &outcome, made);
     outcome
+}
+
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`); zero if unreadable.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant Linux knows.
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if read != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// Handles one task and adds the allocations it made to `worker_task_allocations_total`: what a
@@ -439,12 +637,27 @@ pub fn handle_counted<S: Strategy>(
     task: TaskSpec,
     ctx: &Arc<Context>,
 ) -> Result<u64, TaskError> {
-    let before = alloc::thread_counts();
+    handle_measured(strategy, worker, task, ctx).0
+}
+
+/// [`handle_counted`], also returning what `handle` allocated and how often it grew a buffer
+/// (`None` when this thread shares the allocator's overflow slot). The counts are taken around
+/// `handle` alone, which runs on one thread; the seal may move between threads.
+fn handle_measured<S: Strategy>(
+    strategy: &S,
+    worker: &mut S::Worker,
+    task: TaskSpec,
+    ctx: &Arc<Context>,
+) -> (Result<u64, TaskError>, Option<(AllocCounts, u64)>) {
+    let before = alloc::thread_counts().zip(alloc::thread_reallocations());
     let result = strategy.handle(worker, task, ctx);
-    if let (Some(before), Some(after)) = (before, alloc::thread_counts()) {
-        let made = after.since(before);
+    let after = alloc::thread_counts().zip(alloc::thread_reallocations());
+    let made = before
+        .zip(after)
+        .map(|((before, grown), (after, grown_after))| (after.since(before), grown_after - grown));
+    if let Some((made, _)) = made {
         ctx.metrics.task_allocations.inc_by(made.allocations);
         ctx.metrics.task_allocated_bytes.inc_by(made.bytes);
     }
-    result
+    (result, made)
 }

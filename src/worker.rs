@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alloc;
 use crate::bad::Bad;
 use crate::cli::{self, WorkerArgs};
+use crate::exercise::Exercise;
 use crate::kind::WorkerKind;
 use crate::memory::MemoryStats;
 use crate::metrics::Metrics;
@@ -146,6 +147,15 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
         WorkerKind::Optimized => {
             drive(Optimized::new(&ctx.config), &ctx, &shutdown, args.duration).await
         }
+        WorkerKind::Exercise => {
+            drive(Exercise::new(&ctx.config), &ctx, &shutdown, args.duration).await
+        }
+    };
+    // With --max-tasks, what `lab check` grades: read after the run, before anything else
+    // (the summary, profiles) can spawn or end tasks.
+    let ledger = match ctx.config.max_tasks {
+        Some(_) => Some(ledger_line(&ctx, live_tasks_start).await),
+        None => None,
     };
     let task_allocs = alloc::AllocCounts {
         allocations: metrics.task_allocations.get(),
@@ -170,6 +180,9 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
     // First what the run was for; a closed stdout must not lose the profiles either.
     let mut stdout = io::stdout().lock();
     let _ = write!(stdout, "{summary}").and_then(|()| stdout.flush());
+    if let Some(ledger) = ledger {
+        let _ = writeln!(stdout, "{ledger}").and_then(|()| stdout.flush());
+    }
     drop(stdout);
 
     // Each profile on its own: a CPU profile that cannot be written does not cost the heap one.
@@ -206,17 +219,26 @@ pub async fn run(kind: WorkerKind, args: WorkerArgs, shutdown: Shutdown) -> Exit
 /// Says which problems this worker has (log and `worker_problem_enabled`) and any burst.
 fn lessons_banner(kind: WorkerKind, args: &WorkerArgs, metrics: &Metrics) {
     let problems = match kind {
-        WorkerKind::Bad => args.problems,
-        WorkerKind::Optimized => Problems::NONE,
+        WorkerKind::Bad => Some(args.problems),
+        WorkerKind::Optimized => Some(Problems::NONE),
+        // The learner's code has whichever problems are left: only `lab check` can say which,
+        // so `worker_problem_enabled` claims nothing for it.
+        WorkerKind::Exercise => None,
     };
-    metrics.lessons.set_problems(problems);
+    if let Some(problems) = problems {
+        metrics.lessons.set_problems(problems);
+    }
     match kind {
-        WorkerKind::Bad => tracing::info!("problems: {problems}"),
+        WorkerKind::Bad => tracing::info!("problems: {}", args.problems),
         WorkerKind::Optimized if args.problems != Problems::ALL => tracing::info!(
             "--problems {} is for worker-bad; worker-optimized has every fix and ignores it",
             args.problems
         ),
-        WorkerKind::Optimized => {}
+        WorkerKind::Exercise if args.problems != Problems::ALL => tracing::info!(
+            "--problems {} is for worker-bad; worker-exercise has no switches and ignores it",
+            args.problems
+        ),
+        WorkerKind::Optimized | WorkerKind::Exercise => {}
     }
     if let Some(burst) = &args.burst {
         tracing::info!(
@@ -259,6 +281,122 @@ async fn drive<S: Strategy>(
         () = shutdown.forced().cancelled() => None,
     };
     (totals, reason, strategy)
+}
+
+/// The `lab-ledger {json}` line `--max-tasks` prints after the summary: the pool's ledger and
+/// the tasks the run left alive. It waits (up to 2 s) until the live-task count holds still,
+/// so that helpers that were told to finish have had their last poll.
+async fn ledger_line(ctx: &Context, live_tasks_start: usize) -> String {
+    let alive = || Handle::current().metrics().num_alive_tasks();
+    let (mut last, mut steady) = (alive(), 0);
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = alive();
+        steady = if now == last { steady + 1 } else { 0 };
+        last = now;
+        if steady >= 4 {
+            break;
+        }
+    }
+    // The helpers still registered, by where they were spawned: a learner's renamed function
+    // is still told apart by its spawn site.
+    let mut helper_sites: Vec<HelperSite> = Vec::new();
+    let registered = tokio::task::spawn_blocking(tasks::snapshot)
+        .await
+        .unwrap_or_default();
+    for info in registered.iter().filter(|t| t.kind == TaskKind::Helper) {
+        let site = format!("{}:{}", info.spawned_at.file(), info.spawned_at.line());
+        let function = info.function();
+        match helper_sites
+            .iter_mut()
+            .find(|s| s.site == site && s.function == function)
+        {
+            Some(found) => found.tasks += 1,
+            None => helper_sites.push(HelperSite {
+                function: function.to_owned(),
+                site,
+                tasks: 1,
+            }),
+        }
+    }
+    helper_sites.sort_by(|a, b| b.tasks.cmp(&a.tasks).then(a.site.cmp(&b.site)));
+    let report = LedgerReport {
+        totals: ctx.ledger.totals(),
+        tasks_left_alive: last.saturating_sub(live_tasks_start) as u64,
+        helpers_left: tasks::live(TaskKind::Helper) as u64,
+        helper_sites,
+        rejected_ids: ctx.ledger.rejected(),
+        lessons: ctx.ledger.lessons(),
+        tally_lock: {
+            let stats = ctx.metrics.lessons.lock_stats("tally");
+            TallyLock {
+                acquisitions: stats.acquisitions.get(),
+                contended: stats.wait.get_sample_count(),
+                wait_seconds: stats.wait.get_sample_sum(),
+            }
+        },
+        metrics_processed: ctx.metrics.processed_total(),
+        metrics_errors: ctx.metrics.errors_total(),
+        audited: ctx.audit.slowest().is_some(),
+    };
+    format!(
+        "{LEDGER_PREFIX}{}",
+        serde_json::to_string(&report).unwrap_or_default()
+    )
+}
+
+/// What starts the ledger line on stdout.
+pub const LEDGER_PREFIX: &str = "lab-ledger ";
+
+/// The ledger line's JSON.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerReport {
+    #[serde(flatten)]
+    pub totals: pool::LedgerTotals,
+    /// Live tokio tasks after the run beyond those before it: the tasks the strategy leaked
+    /// (no HTTP client is connected while `lab check` runs a worker).
+    pub tasks_left_alive: u64,
+    /// Helper tasks still registered (`tasks::live(TaskKind::Helper)`, the exit figure of
+    /// `worker_live_tasks{kind="helper"}`): what the leak lesson grades.
+    #[serde(default)]
+    pub helpers_left: u64,
+    /// The same helpers by spawn site, most first.
+    #[serde(default)]
+    pub helper_sites: Vec<HelperSite>,
+    /// Tasks the bounded queue shed, by id: not in `totals`, offered in their place.
+    #[serde(default)]
+    pub rejected_ids: Vec<u64>,
+    /// Seals, their time on the worker task's thread, and the queue (lessons 4 and 6).
+    #[serde(default)]
+    pub lessons: pool::LedgerLessons,
+    /// Lesson 5: the run tally's lock (`worker_lock_wait_seconds{lock="tally"}`).
+    #[serde(default)]
+    pub tally_lock: TallyLock,
+    /// `worker_tasks_processed_total` and `worker_task_errors_total`, which the strategy
+    /// records: an honest worker's match the ledger's counts.
+    pub metrics_processed: u64,
+    pub metrics_errors: u64,
+    /// The audit saw at least one task (the summary's slowest task).
+    pub audited: bool,
+}
+
+/// The run tally's lock over the run, as `worker_lock_*{lock="tally"}` count it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TallyLock {
+    pub acquisitions: u64,
+    /// Acquisitions that had to wait for another holder.
+    pub contended: u64,
+    pub wait_seconds: f64,
+}
+
+/// Helper tasks left alive that were spawned at one place and run one function.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HelperSite {
+    /// The function the task runs, e.g. `profiling_lab::exercise::progress_reporter`.
+    pub function: String,
+    /// `file:line` of the `pool::spawn_helper` call.
+    pub site: String,
+    pub tasks: u64,
 }
 
 /// The whole-run CPU profile, symbolized off the async threads.

@@ -94,6 +94,7 @@ fn both_workers_give_the_same_results_and_tally_with_every_set_of_problems() {
         data_size: 64,
         rate: 100,
         seed: 1,
+        max_tasks: None,
     };
     let mut generator = Generator::new(17, config.data_size);
     let mut tasks: Vec<TaskSpec> = (0..30).map(|_| generator.next_task()).collect();

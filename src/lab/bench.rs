@@ -297,6 +297,7 @@ fn instrumentation(
         data_size,
         rate: 1,
         seed: 42,
+        max_tasks: None,
     };
     let metrics = Arc::new(Metrics::new(WorkerKind::Optimized, rt.handle().clone()));
     let ctx = Arc::new(Context::new(

@@ -3,7 +3,9 @@
 //! measures the figures the lab promises (`bench`).
 
 pub mod bench;
+pub mod check;
 pub mod compare;
+pub mod exercise;
 pub mod observer_bench;
 pub mod procs;
 pub mod profile;
@@ -42,6 +44,10 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Measure the lab's figures: cost per task, allocations per task, instrumentation overhead
     Bench(bench::BenchArgs),
+    /// Your own worker to fix: put it in place, restore it, see your change
+    Exercise(exercise::ExerciseArgs),
+    /// Grade your worker (src/exercise.rs) lesson by lesson against the bad and optimized ones
+    Check(check::CheckArgs),
 }
 
 /// The `main` of the `lab` binary.
@@ -57,6 +63,8 @@ pub fn main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Exercise(args) => exercise::run(args),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(code) => code,

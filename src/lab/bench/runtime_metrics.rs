@@ -66,6 +66,7 @@ pub fn measure(
         // the bounded queue.
         rate: 1_000_000,
         seed: 42,
+        max_tasks: None,
     };
     let monitored = runtime::build(runtime::DEFAULT_THREADS).map_err(|e| e.to_string())?;
     let threads = monitored.metrics().num_workers();

@@ -25,6 +25,7 @@ const HEADER: u32 = 44;
 /// Grafana's named colours "red" and "green", which the dashboard gives the two workers.
 pub const BAD_COLOR: RGBColor = RGBColor(0xF2, 0x49, 0x5C);
 pub const OPTIMIZED_COLOR: RGBColor = RGBColor(0x73, 0xBF, 0x69);
+pub const EXERCISE_COLOR: RGBColor = RGBColor(0x56, 0x9C, 0xF2);
 
 /// The family every text element names. In the SVG it is a name the viewer resolves; for the
 /// PNG it is the embedded font registered under that name.
@@ -34,6 +35,7 @@ pub fn color(worker: WorkerKind) -> RGBColor {
     match worker {
         WorkerKind::Bad => BAD_COLOR,
         WorkerKind::Optimized => OPTIMIZED_COLOR,
+        WorkerKind::Exercise => EXERCISE_COLOR,
     }
 }
 

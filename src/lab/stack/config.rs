@@ -145,6 +145,25 @@ pub struct Configs {
     pub grafana_env_file: PathBuf,
 }
 
+/// The scrape job `lab demo --exercise` appends to `prometheus.yml`: the learner's worker on
+/// its default port, labelled `worker_type="exercise"` by the worker itself.
+pub const EXERCISE_JOB: &str = "
+  # The learner's worker (`lab demo --exercise`): src/exercise.rs, worker_type=\"exercise\".
+  - job_name: worker-exercise
+    metrics_path: /metrics
+    static_configs:
+      - targets: [\"127.0.0.1:9093\"]
+";
+
+/// Appends [`EXERCISE_JOB`] to the `prometheus.yml` that [`write_configs`] wrote (its scrape
+/// jobs are the file's last list).
+pub fn add_exercise_job(configs: &Configs) -> Result<(), String> {
+    let path = &configs.prometheus_config;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    write(path, &format!("{}\n{EXERCISE_JOB}", text.trim_end()))
+}
+
 /// Writes the configs for `ports` under `config_dir` (absolute), with Grafana's own state in
 /// `grafana_data_dir`. Rewritten at every start, so they always match the ports in use.
 pub fn write_configs(

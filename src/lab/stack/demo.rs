@@ -83,6 +83,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     // this demo by it even if the state file is deleted or damaged.
     let _lock = data.lock()?;
     let configs = config::write_configs(&data.config_dir(), &data.grafana_data(), &ports)?;
+    if plan.services().contains(&Service::WorkerExercise) {
+        config::add_exercise_job(&configs)?;
+    }
 
     say(&format!(
         "data in {} (logs in {})",
@@ -154,9 +157,12 @@ struct Plan {
 
 impl Plan {
     fn make(args: &DemoArgs, data: &DataDir, again: &str) -> Result<Plan, String> {
+        let exercise = args.exercise.then_some(WorkerKind::Exercise);
         let workers = WorkerKind::ALL
             .iter()
-            .map(|&kind| Ok((kind, procs::sibling_binary(kind.binary())?)))
+            .copied()
+            .chain(exercise)
+            .map(|kind| Ok((kind, procs::sibling_binary(kind.binary())?)))
             .collect::<Result<Vec<_>, String>>()?;
         let mut worker_args = vec![
             "--tasks".to_owned(),
@@ -236,6 +242,13 @@ impl Plan {
 
     fn services(&self) -> Vec<Service> {
         let mut services = vec![Service::WorkerBad, Service::WorkerOptimized];
+        if self
+            .workers
+            .iter()
+            .any(|(kind, _)| *kind == WorkerKind::Exercise)
+        {
+            services.push(Service::WorkerExercise);
+        }
         if self.prometheus.is_some() {
             services.push(Service::Prometheus);
         }
@@ -254,6 +267,12 @@ fn check_port(service: Service, ports: &Ports, again: &str) -> Result<(), String
         Ok(_) => return Ok(()),
         Err(e) => e,
     };
+    if service == Service::WorkerExercise {
+        return Err(format!(
+            "cannot use port {port} for worker-exercise ({error}): `lab demo --exercise` runs it \
+             on its default port; stop what holds {port} (`worker-exercise` run by hand?)"
+        ));
+    }
     let flag = service.port_flag();
     if error.kind() != std::io::ErrorKind::AddrInUse {
         return Err(format!(

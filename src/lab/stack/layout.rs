@@ -30,6 +30,9 @@ pub enum Service {
     WorkerOptimized,
     Prometheus,
     Grafana,
+    /// The learner's worker (`lab exercise`); not in [`Service::ALL`]: the demo runs it only
+    /// when asked to.
+    WorkerExercise,
 }
 
 impl Service {
@@ -46,6 +49,7 @@ impl Service {
             Service::WorkerOptimized => "worker-optimized",
             Service::Prometheus => "prometheus",
             Service::Grafana => "grafana",
+            Service::WorkerExercise => "worker-exercise",
         }
     }
 
@@ -53,6 +57,7 @@ impl Service {
         match kind {
             WorkerKind::Bad => Service::WorkerBad,
             WorkerKind::Optimized => Service::WorkerOptimized,
+            WorkerKind::Exercise => Service::WorkerExercise,
         }
     }
 
@@ -63,6 +68,8 @@ impl Service {
             Service::WorkerOptimized => "--optimized-port",
             Service::Prometheus => "--prometheus-port",
             Service::Grafana => "--grafana-port",
+            // Fixed at its default port; `check_port` says so instead of naming a flag.
+            Service::WorkerExercise => "--exercise",
         }
     }
 
@@ -72,6 +79,7 @@ impl Service {
             Service::WorkerOptimized => ports.optimized,
             Service::Prometheus => ports.prometheus,
             Service::Grafana => ports.grafana,
+            Service::WorkerExercise => WorkerKind::Exercise.default_port(),
         }
     }
 }

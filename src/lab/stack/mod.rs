@@ -80,6 +80,11 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR", value_parser = grafana_home, conflicts_with = "no_grafana")]
     pub grafana_homepath: Option<PathBuf>,
 
+    /// Also run your worker (src/exercise.rs, see `lab exercise start`) on 127.0.0.1:9093,
+    /// scraped as worker_type="exercise"
+    #[arg(long)]
+    pub exercise: bool,
+
     /// Do not start Prometheus (run your own on --prometheus-port to keep the dashboard)
     #[arg(long)]
     pub no_prometheus: bool,

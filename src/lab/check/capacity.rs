@@ -1,0 +1,60 @@
+//! Lesson 2, capacity: buffers that grow from empty, every task.
+//!
+//! Graded on reallocations per task, counted by the allocator around each task outside the
+//! learner's code: a buffer sized once (and kept) never grows; one that starts empty grows
+//! about log2(n) times per task. Measured on the default workload: bad 13.0 per task, the
+//! capacity fix alone 2.2 (formatted strings growing, lesson 3's), optimized 0.
+
+use super::{Grade, Hint, Runs, Status};
+
+pub fn grade(runs: &Runs) -> Grade {
+    let per_task = |run: &super::runs::Run| {
+        run.ledger.totals.reallocations as f64 / run.ledger.totals.handled.max(1) as f64
+    };
+    let bytes = |run: &super::runs::Run| {
+        run.ledger.totals.bytes as f64 / run.ledger.totals.handled.max(1) as f64
+    };
+    let (exercise, bad, optimized) = (
+        per_task(&runs.exercise),
+        per_task(&runs.bad),
+        per_task(&runs.optimized),
+    );
+    // Within a quarter of the way from the optimized worker to the bad one. What is left below
+    // that line is small strings outgrowing their first allocation (`format!` with several
+    // arguments): those are lesson 3's, and they go with its fix. Unsized buffers that grow
+    // every task make up the rest, most of the bad worker's count.
+    let threshold = optimized + ((bad - optimized) * 0.25).max(0.5);
+    let status = if exercise <= threshold {
+        Status::Fixed
+    } else if exercise < bad * 0.5 {
+        Status::Partial
+    } else {
+        Status::NotYet
+    };
+    let detail = format!(
+        "{exercise:.1} reallocations per task (fixed at {threshold:.1} or fewer); {:.0} bytes \
+         allocated per task (bad {:.0}, optimized {:.0})",
+        bytes(&runs.exercise),
+        bytes(&runs.bad),
+        bytes(&runs.optimized)
+    );
+    Grade {
+        status,
+        measured: "reallocations per task (buffers growing)".to_owned(),
+        unit: "per task",
+        exercise,
+        bad,
+        optimized,
+        detail,
+        confidence: format!(
+            "high: exact allocator counts over all {} tasks, independent of the machine's speed",
+            runs.workload.tasks
+        ),
+        hint: Hint {
+            metric: "rate(worker_task_allocated_bytes_total{worker_type=\"exercise\"}[1m]) / \
+                     rate(worker_tasks_processed_total[1m]): bytes per task"
+                .to_owned(),
+            command: "go tool pprof -top http://127.0.0.1:9093/debug/pprof/allocs".to_owned(),
+        },
+    }
+}

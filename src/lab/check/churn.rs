@@ -1,0 +1,49 @@
+//! Lesson 3, allocation churn: clones, formatted strings and label lookups in the hot path.
+//!
+//! Graded on fresh allocations per task (reallocations are lesson 2's), counted by the
+//! allocator around each task outside the learner's code. The bad worker makes thousands per
+//! task; a fixed one a handful at most, the optimized one none.
+
+use super::{Grade, Hint, Runs, Status};
+
+pub fn grade(runs: &Runs) -> Grade {
+    let per_task = |run: &super::runs::Run| {
+        let totals = &run.ledger.totals;
+        totals.allocations.saturating_sub(totals.reallocations) as f64
+            / totals.handled.max(1) as f64
+    };
+    let (exercise, bad, optimized) = (
+        per_task(&runs.exercise),
+        per_task(&runs.bad),
+        per_task(&runs.optimized),
+    );
+    // Within 2% of the way from the optimized worker to the bad one, and at least 4 per task
+    // of slack: a buffer or two still made per task is not churn.
+    let threshold = optimized + ((bad - optimized) * 0.02).max(4.0);
+    let status = if exercise <= threshold {
+        Status::Fixed
+    } else if exercise < bad * 0.5 {
+        Status::Partial
+    } else {
+        Status::NotYet
+    };
+    Grade {
+        status,
+        measured: "allocations per task (reallocations not counted)".to_owned(),
+        unit: "per task",
+        exercise,
+        bad,
+        optimized,
+        detail: format!("{exercise:.1} allocations per task (fixed at {threshold:.1} or fewer)"),
+        confidence: format!(
+            "high: exact allocator counts over all {} tasks, independent of the machine's speed",
+            runs.workload.tasks
+        ),
+        hint: Hint {
+            metric: "rate(worker_task_allocations_total{worker_type=\"exercise\"}[1m]) / \
+                     rate(worker_tasks_processed_total[1m]): allocations per task"
+                .to_owned(),
+            command: "go tool pprof -top http://127.0.0.1:9093/debug/pprof/allocs".to_owned(),
+        },
+    }
+}
