@@ -218,7 +218,11 @@ fn resolve(stack: &[backtrace::Frame]) -> Resolved {
 }
 
 fn is_instrument(name: &str) -> bool {
-    name.starts_with("backtrace::")
+    // The capture runs in an observer scope (`note_site`), so the scope and the closure-call
+    // shims it goes through sit between the capture and `lock()`.
+    name.starts_with("profiling_lab::observer::")
+        || name.starts_with("core::ops::function::")
+        || name.starts_with("backtrace::")
         || name.starts_with("<backtrace::")
         || name.starts_with("profiling_lab::pprof::mutex::")
         || name.starts_with("profiling_lab::lock::")
