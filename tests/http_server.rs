@@ -256,3 +256,14 @@ fn the_index_lists_the_mutex_profile() {
     let index = worker.get("/debug/pprof/").text();
     assert!(index.contains(r#"<a href="mutex">mutex</a>"#), "{index}");
 }
+
+#[test]
+fn too_many_headers_are_named_as_such() {
+    let worker = Worker::start("optimized", &[]);
+    let headers: String = (0..101).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    let request = format!("GET /healthz HTTP/1.1\r\nhost: lab\r\n{headers}\r\n");
+    let (status, body) = raw(&worker, request.as_bytes());
+    assert_eq!(status, 431);
+    assert!(body.contains("more than 100 header lines"), "{body}");
+    assert!(body.contains("64 KiB"), "{body}");
+}

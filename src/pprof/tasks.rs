@@ -300,12 +300,14 @@ fn profile(groups: &[Group], delta: Option<Duration>) -> Result<Vec<u8>, ApiErro
         let site = group.key.spawned_at;
         // Go's pprof strips `<...>` from a function whose system name equals its name; the raw
         // type name (with `::{{closure}}`) differs from the cleaned one, so generics survive.
+        // Where the task's function is defined is not known (only its type name is), so its
+        // frame has no file: the spawn site's file belongs to the "created by" frame below.
         let leaf = location(
             &mut profile,
             &mut strings,
             group.key.function(),
             group.key.future,
-            site.file(),
+            "",
             0,
         );
         let creator = created_by(site);
