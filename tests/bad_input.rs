@@ -380,12 +380,16 @@ fn every_endpoint_rejects_bad_query_parameters_with_a_400_naming_them() {
             "unknown query parameter \"hz\"",
         ),
         (
-            "/debug/pprof/heap?debug=1",
-            "unknown query parameter \"debug\" for /debug/pprof/heap",
+            "/debug/pprof/heap?debug=2",
+            "expected a whole number from 0 to 1",
         ),
         (
-            "/debug/pprof/heap?seconds=10",
-            "unknown query parameter \"seconds\"",
+            "/debug/pprof/heap?seconds=0",
+            "expected a whole number of seconds from 1 to 300",
+        ),
+        (
+            "/debug/pprof/heap?gc=1",
+            "unknown query parameter \"gc\" for /debug/pprof/heap",
         ),
         (
             "/debug/pprof/allocs?gc=1",
@@ -430,4 +434,49 @@ fn every_endpoint_rejects_bad_query_parameters_with_a_400_naming_them() {
     );
     // Still healthy after all that.
     assert_eq!(worker.get("/healthz").text(), "ok\n");
+}
+
+#[test]
+fn signs_spaces_huge_numbers_and_misplaced_addresses_are_named() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--tasks", "+5"], &["--tasks", "+5", "1..=1000000000"]),
+        (
+            &["--tasks", "99999999999999999999999"],
+            &["--tasks", "is not in 1..=1000000000"],
+        ),
+        (&["--burst", "-2x"], &["--burst", "-2x", "from 2x to"]),
+        (&["--burst", " 20x"], &["--burst", "spaces"]),
+        (&["--burst", "20x:1s/ 2s"], &["--burst", "spaces"]),
+        (&["--problems", " all"], &["--problems", "spaces"]),
+        (&["--problems", "leak, churn"], &["--problems", "spaces"]),
+        (&["--duration", "1 s"], &["--duration", "spaces"]),
+        (
+            &["--cpuprofile", "-x"],
+            &["--cpuprofile", "needs the path", "./-x"],
+        ),
+        (&["--listen", ""], &["--listen", "empty", "IP:PORT"]),
+        (&["--listen", ":19199"], &["--listen", "127.0.0.1:19199"]),
+        (
+            &["--listen", "http://127.0.0.1:19199"],
+            &["--listen", "URL", "127.0.0.1:19199"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let stderr = refuse("bad", args, &[]);
+        for fragment in *expected {
+            assert!(
+                stderr.contains(fragment),
+                "{args:?}: {fragment:?} not in {stderr}"
+            );
+        }
+    }
+    // The temporary file a profile path is checked with is not the user's business.
+    let stderr = refuse("bad", &["--cpuprofile", "/proc/self/status"], &[]);
+    assert!(!stderr.contains(".tmp"), "{stderr}");
+    // A burst too fast for the cap names what set it: here, the environment.
+    let stderr = refuse("bad", &[], &[("LAB_RATE", "100000"), ("LAB_BURST", "20x")]);
+    assert!(
+        stderr.contains("LAB_RATE=100000") && stderr.contains("LAB_BURST=20x"),
+        "{stderr}"
+    );
 }
