@@ -379,6 +379,35 @@ pub fn refuse_spaces(value: &str, expected: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A parser of durations from `min` to `max` whose every error states what is allowed: spaces,
+/// negative values and garbage alike. `examples` shows the expected form, e.g. "500ms, 1s or 10s".
+pub fn duration_in(
+    min: Duration,
+    max: Duration,
+    examples: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |value: &str| {
+        let range = format!(
+            "from {} to {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        );
+        let expected = format!("expected a duration such as {examples}, {range}");
+        if value.is_empty() {
+            return Err(format!("empty; {expected}"));
+        }
+        refuse_spaces(value, &expected)?;
+        if value.starts_with('-') {
+            return Err(format!("a duration cannot be negative; {expected}"));
+        }
+        let duration = humantime::parse_duration(value).map_err(|e| format!("{e}; {expected}"))?;
+        if !(min..=max).contains(&duration) {
+            return Err(format!("must be {range}"));
+        }
+        Ok(duration)
+    }
+}
+
 /// Longest run accepted: about ten years, far beyond any class.
 const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 

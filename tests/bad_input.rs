@@ -480,3 +480,53 @@ fn signs_spaces_huge_numbers_and_misplaced_addresses_are_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn lab_flags_refuse_negative_values_and_spaces_naming_the_range() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["compare", "--duration", "-5s"],
+            &["--duration", "negative"],
+        ),
+        (
+            &["compare", "--interval", "-1s"],
+            &["--interval", "100ms to 1h"],
+        ),
+        (&["compare", "--interval", "1 s"], &["--interval", "spaces"]),
+        (&["compare", "--warmup", "-1s"], &["--warmup", "0s to 1h"]),
+        (&["compare", "--seed", "-1"], &["--seed", "-1", "0..="]),
+        (&["stop", "--timeout", "-1s"], &["--timeout", "negative"]),
+        (
+            &["profile", "cpu", "bad", "--seconds", "-1"],
+            &["--seconds", "1..=300"],
+        ),
+        (
+            &["profile", "cpu", "bad", "--top", "-1"],
+            &["--top", "1..="],
+        ),
+        (
+            &["bench", "--time-per-case", "-1s"],
+            &["--time-per-case", "100ms to 10m"],
+        ),
+        (
+            &["bench", "--leaked-tasks", "-1"],
+            &["--leaked-tasks", "1..=2000000"],
+        ),
+        (&["logs", "-n", "-1"], &["--lines", "0..=10000000"]),
+        (&["logs", "-n", "abc"], &["--lines", "abc", "0..=10000000"]),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_lab"))
+            .args(*args)
+            .output()
+            .expect("lab runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        for fragment in *expected {
+            assert!(
+                stderr.contains(fragment),
+                "{args:?}: {fragment:?} not in {stderr}"
+            );
+        }
+    }
+}

@@ -145,7 +145,8 @@ pub struct ProfileArgs {
 
     /// How long to sample, for cpu and flamegraph [default: 10]; for heap, allocs, tasks and
     /// mutex, a delta profile of what changed over N seconds [default: since start]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=crate::pprof::MAX_SECONDS))]
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = crate::cli::whole_number(1, crate::pprof::MAX_SECONDS))]
     seconds: Option<u64>,
 
     /// The worker's address [default: http://127.0.0.1:9090 (bad), http://127.0.0.1:9091 (optimized)]
@@ -157,7 +158,7 @@ pub struct ProfileArgs {
     start: bool,
 
     /// With --start: how long the worker runs before it is profiled [default: 30s for tasks, 5s for the others]
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_warmup)]
     warmup: Option<Duration>,
 
     /// Where to save profiles
@@ -165,7 +166,8 @@ pub struct ProfileArgs {
     dir: PathBuf,
 
     /// How many entries to print
-    #[arg(long, value_name = "N", default_value_t = 15)]
+    #[arg(long, value_name = "N", default_value_t = 15, allow_negative_numbers = true,
+          value_parser = crate::cli::whole_number(1usize, 10_000))]
     top: usize,
 
     /// Who prints the top entries
@@ -178,6 +180,11 @@ pub struct ProfileArgs {
 }
 
 /// A base URL: `http://HOST:PORT`, without a trailing slash or path, the port in 1..=65535.
+/// `--warmup`: up to an hour of the worker running before it is profiled.
+fn parse_warmup(value: &str) -> Result<Duration, String> {
+    crate::cli::duration_in(Duration::ZERO, Duration::from_secs(3600), "5s, 30s or 1m")(value)
+}
+
 fn parse_url(value: &str) -> Result<String, String> {
     let trimmed = value.trim_end_matches('/');
     let rest = trimmed
