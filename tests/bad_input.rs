@@ -514,6 +514,15 @@ fn lab_flags_refuse_negative_values_and_spaces_naming_the_range() {
         ),
         (&["logs", "-n", "-1"], &["--lines", "0..=10000000"]),
         (&["logs", "-n", "abc"], &["--lines", "abc", "0..=10000000"]),
+        // Checked before any worker is sampled or started.
+        (
+            &["profile", "cpu", "bad", "--dir", "/dev/null"],
+            &["--dir", "/dev/null", "is not a directory"],
+        ),
+        (
+            &["compare", "--out", "/dev/null"],
+            &["--out", "/dev/null", "is not a directory"],
+        ),
     ];
     for (args, expected) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_lab"))

@@ -219,6 +219,10 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
     }
     let seconds = args.seconds;
     let viewer = resolve_viewer(args.viewer)?;
+    // Before the worker is started or sampled: a bad --dir must not waste the profile.
+    if let Some(code) = crate::lab::output_dir("--dir", &args.dir)? {
+        return Ok(code);
+    }
 
     let started = if args.start {
         match start_worker(kind, &args, seconds)? {
@@ -251,8 +255,6 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
     let (body, text_dump) = fetched?;
     let has_text = text_dump.is_some();
 
-    std::fs::create_dir_all(&args.dir)
-        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     let stamp = timestamp(SystemTime::now());
     let path = save(
         &args.dir,

@@ -151,9 +151,10 @@ pub fn run(args: CompareArgs) -> Result<ExitCode, String> {
         );
         return Ok(ExitCode::from(2));
     }
-    if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create --out {}: {e}", dir.display()))?;
+    if let Some(dir) = &args.out
+        && let Some(code) = crate::lab::output_dir("--out", dir)?
+    {
+        return Ok(code);
     }
     let settings = Settings {
         warmup_seconds: args.warmup.as_secs_f64(),
