@@ -35,7 +35,7 @@ impl Burst {
     pub fn parse(value: &str) -> Result<Option<Burst>, String> {
         const FORMAT: &str = "expected FACTORx[:ON/EVERY] such as 20x or 20x:10s/30s \
                               (the rate times FACTOR for ON out of every EVERY), or off";
-        let value = value.trim();
+        crate::cli::refuse_spaces(value, FORMAT)?;
         if value == "off" || value == "none" {
             return Ok(None);
         }
@@ -46,9 +46,27 @@ impl Burst {
         let factor = factor
             .strip_suffix('x')
             .ok_or_else(|| format!("the factor {factor:?} lacks its x; {FORMAT}"))?;
-        let factor: u32 = factor
-            .parse()
-            .map_err(|_| format!("the factor {factor:?} is not a whole number; {FORMAT}"))?;
+        let factor: u32 = match factor.parse() {
+            Ok(factor) => factor,
+            // Negative, or too large for any rate: out of range rather than "not a number".
+            Err(_)
+                if factor
+                    .strip_prefix('-')
+                    .unwrap_or(factor)
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    && !factor.is_empty() =>
+            {
+                return Err(format!(
+                    "the factor {factor}x must be from 2x to {MAX_FACTOR}x; {FORMAT}"
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "the factor {factor:?} is not a whole number; {FORMAT}"
+                ));
+            }
+        };
         if !(2..=MAX_FACTOR).contains(&factor) {
             return Err(format!(
                 "the factor {factor}x must be from 2x to {MAX_FACTOR}x; {FORMAT}"
@@ -61,7 +79,7 @@ impl Burst {
                     .split_once('/')
                     .ok_or_else(|| format!("the window {window:?} lacks ON/EVERY; {FORMAT}"))?;
                 let duration = |what: &str, text: &str| {
-                    humantime::parse_duration(text.trim())
+                    humantime::parse_duration(text)
                         .map_err(|e| format!("{what} {text:?}: {e}; {FORMAT}"))
                 };
                 (duration("ON", on)?, duration("EVERY", every)?)

@@ -81,12 +81,12 @@ pub struct WorkerArgs {
 
     /// Write a CPU profile of the whole run to PATH at exit (pprof format); an existing file is
     /// replaced only by a complete profile
-    #[arg(long, value_name = "PATH", value_parser = ProfilePath::check)]
+    #[arg(long, value_name = "PATH", allow_hyphen_values = true, value_parser = ProfilePath::check)]
     pub cpuprofile: Option<ProfilePath>,
 
     /// Write a heap profile (live memory) to PATH at exit (pprof format); an existing file is
     /// replaced only by a complete profile
-    #[arg(long, value_name = "PATH", value_parser = ProfilePath::check)]
+    #[arg(long, value_name = "PATH", allow_hyphen_values = true, value_parser = ProfilePath::check)]
     pub memprofile: Option<ProfilePath>,
 
     /// `--listen` came from `LAB_LISTEN`: an address the worker cannot use is reported under
@@ -96,13 +96,13 @@ pub struct WorkerArgs {
 
     /// Problems worker-bad has: all, none, or a list of leak, capacity, churn, blocking,
     /// contention, backlog (worker-optimized has every fix and ignores this)
-    #[arg(long, env = "LAB_PROBLEMS", value_name = "LIST", default_value = "all",
+    #[arg(long, env = "LAB_PROBLEMS", value_name = "LIST", default_value = "all", allow_hyphen_values = true,
           value_parser = Problems::parse)]
     pub problems: Problems,
 
     /// Bursts of load: FACTORx[:ON/EVERY], e.g. 20x:10s/30s runs at 20 times --rate for 10s of
     /// every 30s (ON/EVERY default to 10s/30s); off for none
-    #[arg(long, env = "LAB_BURST", value_name = "SPEC", default_value = "off",
+    #[arg(long, env = "LAB_BURST", value_name = "SPEC", default_value = "off", allow_hyphen_values = true,
           value_parser = Burst::parse)]
     pub burst: ::std::option::Option<Burst>,
 
@@ -160,11 +160,20 @@ impl WorkerArgs {
         if let Some(burst) = &parsed.burst {
             let peak = u64::from(parsed.rate) * u64::from(burst.factor);
             if peak > MAX_RATE {
+                // Named as the user set them: a flag, or the environment variable behind it.
+                let origin = |id: &str, flag: &str, env: &str, value: String| match matches
+                    .value_source(id)
+                {
+                    Some(ValueSource::EnvVariable) => format!("{env}={value}"),
+                    Some(ValueSource::DefaultValue) => format!("{flag} {value} (the default)"),
+                    _ => format!("{flag} {value}"),
+                };
                 return Err(command.error(
                     ErrorKind::ValueValidation,
                     format!(
-                        "--burst {burst} with --rate {} would produce {peak} tasks/s; the burst rate (FACTOR x --rate) must be at most {MAX_RATE}",
-                        parsed.rate
+                        "{} with {} would produce {peak} tasks/s; the burst rate (FACTOR x --rate) must be at most {MAX_RATE}",
+                        origin("burst", "--burst", "LAB_BURST", burst.to_string()),
+                        origin("rate", "--rate", "LAB_RATE", parsed.rate.to_string()),
                     ),
                 ));
             }
@@ -334,6 +343,10 @@ where
     T: FromStr + PartialOrd + Display + Copy + Send + Sync + 'static,
 {
     move |value: &str| match value.parse::<T>() {
+        // Rust's parser takes a leading `+`; a flag's number is written without one.
+        _ if value.starts_with('+') => Err(format!(
+            "{value} has a sign; expected a whole number in {min}..={max}, written without +"
+        )),
         Ok(n) if n >= min && n <= max => Ok(n),
         Ok(n) => Err(format!("{n} is not in {min}..={max}")),
         Err(_) if value.is_empty() => {
@@ -342,7 +355,15 @@ where
         Err(_) if value.trim() != value => Err(format!(
             "has spaces around it; expected a whole number in {min}..={max}"
         )),
-        Err(_) if value.starts_with('-') && value[1..].bytes().all(|b| b.is_ascii_digit()) => {
+        // Digits that overflow the type, or a negative number: out of range, not "not a number".
+        Err(_)
+            if value
+                .strip_prefix('-')
+                .unwrap_or(value)
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                && value != "-" =>
+        {
             Err(format!("{value} is not in {min}..={max}"))
         }
         Err(_) => Err(format!(
@@ -354,6 +375,48 @@ where
 /// `--runtime-threads`: tokio worker threads.
 pub fn runtime_threads_range() -> impl WholeNumberParser<u64> {
     whole_number(1, crate::runtime::MAX_THREADS as u64)
+}
+
+/// Refuses a value with spaces in it or around it, for every kind of flag value alike: a
+/// value that arrives padded (`" all"`, `"leak, churn"`, `"1 s"`) was likely quoted or pasted
+/// wrongly, and is better questioned than silently trimmed. `expected` says what is allowed.
+pub fn refuse_spaces(value: &str, expected: &str) -> Result<(), String> {
+    if value.trim() != value {
+        return Err(format!("has spaces around it; {expected}"));
+    }
+    if value.contains(char::is_whitespace) {
+        return Err(format!("has spaces in it; {expected}"));
+    }
+    Ok(())
+}
+
+/// A parser of durations from `min` to `max` whose every error states what is allowed: spaces,
+/// negative values and garbage alike. `examples` shows the expected form, e.g. "500ms, 1s or 10s".
+pub fn duration_in(
+    min: Duration,
+    max: Duration,
+    examples: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |value: &str| {
+        let range = format!(
+            "from {} to {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        );
+        let expected = format!("expected a duration such as {examples}, {range}");
+        if value.is_empty() {
+            return Err(format!("empty; {expected}"));
+        }
+        refuse_spaces(value, &expected)?;
+        if value.starts_with('-') {
+            return Err(format!("a duration cannot be negative; {expected}"));
+        }
+        let duration = humantime::parse_duration(value).map_err(|e| format!("{e}; {expected}"))?;
+        if !(min..=max).contains(&duration) {
+            return Err(format!("must be {range}"));
+        }
+        Ok(duration)
+    }
 }
 
 /// Longest run accepted: about ten years, far beyond any class.
@@ -368,9 +431,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     if value.is_empty() {
         return Err(format!("empty; {EXPECTED}"));
     }
-    if value.trim() != value {
-        return Err(format!("has spaces around it; {EXPECTED}"));
-    }
+    refuse_spaces(value, EXPECTED)?;
     if value.starts_with('-') {
         return Err(format!("a duration cannot be negative; {EXPECTED}"));
     }
@@ -416,6 +477,24 @@ pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
                             or [::1]:9090";
     if let Ok(addr) = value.parse::<SocketAddr>() {
         return Ok(addr);
+    }
+    if value.is_empty() {
+        return Err(format!("empty; expected IP:PORT such as {EXAMPLES}"));
+    }
+    if let Some((scheme, rest)) = value.split_once("://") {
+        return Err(format!(
+            "{scheme}:// makes it a URL; --listen takes an address without a scheme or path, \
+             e.g. {}",
+            rest.trim_end_matches('/')
+        ));
+    }
+    if let Some(port) = value.strip_prefix(':')
+        && port.parse::<u16>().is_ok()
+    {
+        return Err(format!(
+            "no IP address before the port; use 127.0.0.1:{port} for this machine only or \
+             0.0.0.0:{port} for every interface"
+        ));
     }
     if value.trim() != value {
         return Err(format!(

@@ -165,8 +165,10 @@ fn explain_bodyless_error(head: &[u8]) -> Option<(&'static str, &'static str)> {
         ),
         "431 " => (
             "431 Request Header Fields Too Large",
-            "request head too large: the request line and headers together exceed this \
-             worker's limit of 64 KiB",
+            // crate::server::MAX_HEADERS and MAX_REQUEST_HEAD: hyper gives the same 431 for both.
+            "request head too large: more than 100 header lines, or a request line and headers \
+             longer than this worker's 64 KiB head buffer (a head that arrives at once may pass \
+             at up to about twice that); send fewer, shorter headers",
         ),
         _ => return None,
     };

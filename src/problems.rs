@@ -102,7 +102,8 @@ impl Problems {
                 names.join(", ")
             )
         };
-        match value.trim() {
+        crate::cli::refuse_spaces(value, &allowed())?;
+        match value {
             "all" => return Ok(Problems::ALL),
             "none" => return Ok(Problems::NONE),
             "" => return Err(format!("empty list; {}", allowed())),
@@ -110,7 +111,6 @@ impl Problems {
         }
         let mut problems = Problems::NONE;
         for item in value.split(',') {
-            let item = item.trim();
             let problem = match Problem::ALL.iter().find(|p| p.name() == item) {
                 Some(&problem) => problem,
                 None if item.is_empty() => {
@@ -160,7 +160,9 @@ mod tests {
     fn parses_lists_all_and_none() {
         assert_eq!(Problems::parse("all").unwrap(), Problems::ALL);
         assert_eq!(Problems::parse("none").unwrap(), Problems::NONE);
-        let two = Problems::parse("blocking, backlog").unwrap();
+        let two = Problems::parse("blocking,backlog").unwrap();
+        // Spaces are refused, as in every flag value: `"blocking, backlog"` was likely mistyped.
+        assert!(Problems::parse("blocking, backlog").is_err());
         assert!(two.has(Problem::Blocking) && two.has(Problem::Backlog));
         assert!(!two.has(Problem::Leak));
         assert_eq!(two.to_string(), "blocking,backlog");

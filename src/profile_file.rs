@@ -38,6 +38,14 @@ impl ProfilePath {
         if value.is_empty() {
             return Err("expected the path of a file to write, e.g. cpu.pb.gz".into());
         }
+        // `--cpuprofile --memprofile x` or `--cpuprofile -x`: most likely a flag where the path
+        // was forgotten. A file whose name starts with '-' is still reachable as ./-x.
+        if value.starts_with('-') {
+            return Err(format!(
+                "needs the path of a file to write, e.g. cpu.pb.gz; {value:?} looks like a flag \
+                 (for a file of that name, write ./{value})"
+            ));
+        }
         let given = PathBuf::from(value);
         // A link to a profile keeps working: the file it points to is the one replaced.
         let path = match fs::symlink_metadata(&given) {
@@ -123,9 +131,15 @@ impl ProfilePath {
 /// The operating system's words for an error, without the temporary file's name that
 /// `tempfile` adds (the user never chose it).
 fn os_error(err: &io::Error) -> String {
-    match err.raw_os_error() {
-        Some(code) => io::Error::from_raw_os_error(code).to_string(),
-        None => err.to_string(),
+    if let Some(code) = err.raw_os_error() {
+        return io::Error::from_raw_os_error(code).to_string();
+    }
+    // tempfile wraps the OS error in its PathError, whose text is `ERROR at path "..."` and
+    // which does not give the OS error back: keep the words before the path.
+    let text = err.to_string();
+    match text.rsplit_once(" at path \"") {
+        Some((words, _)) => words.to_owned(),
+        None => text,
     }
 }
 

@@ -49,8 +49,14 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// few more; a client that opens more is refused with a 503 rather than exhausting the process.
 pub const MAX_CONNECTIONS: usize = 256;
 
-/// Largest request head accepted (hyper's default is about 400 KB). A longer one gets a 431.
+/// hyper's read buffer for a request head (its default is about 400 KB): once this much is
+/// buffered without a complete head, the request gets a 431. hyper checks between reads, and
+/// one read may fill the buffer's spare capacity, so a head that arrives at once may pass at up
+/// to about twice this size.
 pub const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// Most header lines in a request (hyper's default, set here so it is stated); more get a 431.
+pub const MAX_HEADERS: usize = 100;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -154,6 +160,7 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_REQUEST_HEAD)
+        .max_headers(MAX_HEADERS)
         .serve_connection(io, TowerToHyperService::new(app));
     tokio::pin!(conn);
     let result = tokio::select! {

@@ -125,9 +125,18 @@ impl TaskInfo {
     }
 }
 
-/// `path::to::f::{{closure}}` -> `path::to::f`.
+/// `path::to::f::{{closure}}` -> `path::to::f`; a future run in an observer's scope
+/// (`observer::Observed<F>`) is named for `F`, the function it runs, not for the wrapper.
 pub fn function_name(future: &'static str) -> &'static str {
     let mut name = future;
+    let observed = type_name::<crate::observer::Observed<()>>();
+    let wrapper = observed.strip_suffix("()>").unwrap_or(observed);
+    if let Some(inner) = name
+        .strip_prefix(wrapper)
+        .and_then(|rest| rest.strip_suffix('>'))
+    {
+        name = inner;
+    }
     while let Some(outer) = name.strip_suffix("::{{closure}}") {
         name = outer;
     }
@@ -441,6 +450,12 @@ mod tests {
         assert_eq!(
             function_name("profiling_lab::pool::work<profiling_lab::bad::Bad>::{{closure}}"),
             "profiling_lab::pool::work<profiling_lab::bad::Bad>"
+        );
+        assert_eq!(
+            function_name(
+                "profiling_lab::observer::Observed<profiling_lab::server::serve::{{closure}}>"
+            ),
+            "profiling_lab::server::serve"
         );
     }
 }

@@ -381,7 +381,11 @@ fn every_endpoint_rejects_bad_query_parameters_with_a_400_naming_them() {
         ),
         (
             "/debug/pprof/heap?debug=2",
-            "invalid value \"2\" for query parameter \"debug\"",
+            "expected a whole number from 0 to 1",
+        ),
+        (
+            "/debug/pprof/heap?seconds=0",
+            "expected a whole number of seconds from 1 to 300",
         ),
         (
             "/debug/pprof/heap?gc=1",
@@ -430,4 +434,108 @@ fn every_endpoint_rejects_bad_query_parameters_with_a_400_naming_them() {
     );
     // Still healthy after all that.
     assert_eq!(worker.get("/healthz").text(), "ok\n");
+}
+
+#[test]
+fn signs_spaces_huge_numbers_and_misplaced_addresses_are_named() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--tasks", "+5"], &["--tasks", "+5", "1..=1000000000"]),
+        (
+            &["--tasks", "99999999999999999999999"],
+            &["--tasks", "is not in 1..=1000000000"],
+        ),
+        (&["--burst", "-2x"], &["--burst", "-2x", "from 2x to"]),
+        (&["--burst", " 20x"], &["--burst", "spaces"]),
+        (&["--burst", "20x:1s/ 2s"], &["--burst", "spaces"]),
+        (&["--problems", " all"], &["--problems", "spaces"]),
+        (&["--problems", "leak, churn"], &["--problems", "spaces"]),
+        (&["--duration", "1 s"], &["--duration", "spaces"]),
+        (
+            &["--cpuprofile", "-x"],
+            &["--cpuprofile", "needs the path", "./-x"],
+        ),
+        (&["--listen", ""], &["--listen", "empty", "IP:PORT"]),
+        (&["--listen", ":19199"], &["--listen", "127.0.0.1:19199"]),
+        (
+            &["--listen", "http://127.0.0.1:19199"],
+            &["--listen", "URL", "127.0.0.1:19199"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let stderr = refuse("bad", args, &[]);
+        for fragment in *expected {
+            assert!(
+                stderr.contains(fragment),
+                "{args:?}: {fragment:?} not in {stderr}"
+            );
+        }
+    }
+    // The temporary file a profile path is checked with is not the user's business.
+    let stderr = refuse("bad", &["--cpuprofile", "/proc/self/status"], &[]);
+    assert!(!stderr.contains(".tmp"), "{stderr}");
+    // A burst too fast for the cap names what set it: here, the environment.
+    let stderr = refuse("bad", &[], &[("LAB_RATE", "100000"), ("LAB_BURST", "20x")]);
+    assert!(
+        stderr.contains("LAB_RATE=100000") && stderr.contains("LAB_BURST=20x"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn lab_flags_refuse_negative_values_and_spaces_naming_the_range() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["compare", "--duration", "-5s"],
+            &["--duration", "negative"],
+        ),
+        (
+            &["compare", "--interval", "-1s"],
+            &["--interval", "100ms to 1h"],
+        ),
+        (&["compare", "--interval", "1 s"], &["--interval", "spaces"]),
+        (&["compare", "--warmup", "-1s"], &["--warmup", "0s to 1h"]),
+        (&["compare", "--seed", "-1"], &["--seed", "-1", "0..="]),
+        (&["stop", "--timeout", "-1s"], &["--timeout", "negative"]),
+        (
+            &["profile", "cpu", "bad", "--seconds", "-1"],
+            &["--seconds", "1..=300"],
+        ),
+        (
+            &["profile", "cpu", "bad", "--top", "-1"],
+            &["--top", "1..="],
+        ),
+        (
+            &["bench", "--time-per-case", "-1s"],
+            &["--time-per-case", "100ms to 10m"],
+        ),
+        (
+            &["bench", "--leaked-tasks", "-1"],
+            &["--leaked-tasks", "1..=2000000"],
+        ),
+        (&["logs", "-n", "-1"], &["--lines", "0..=10000000"]),
+        (&["logs", "-n", "abc"], &["--lines", "abc", "0..=10000000"]),
+        // Checked before any worker is sampled or started.
+        (
+            &["profile", "cpu", "bad", "--dir", "/dev/null"],
+            &["--dir", "/dev/null", "is not a directory"],
+        ),
+        (
+            &["compare", "--out", "/dev/null"],
+            &["--out", "/dev/null", "is not a directory"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_lab"))
+            .args(*args)
+            .output()
+            .expect("lab runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        for fragment in *expected {
+            assert!(
+                stderr.contains(fragment),
+                "{args:?}: {fragment:?} not in {stderr}"
+            );
+        }
+    }
 }

@@ -143,3 +143,127 @@ fn connections_beyond_the_limit_are_refused_with_a_reason() {
         .then_some(())
     });
 }
+
+/// Sends a GET for `path` on its own connection and returns the status and body.
+fn get_raw(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: lab\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn long_profiles_answer_when_the_worker_stops() {
+    let worker = Worker::start("bad", &[]);
+    let addr = worker.addr;
+    let paths = [
+        "/debug/pprof/flamegraph?seconds=60",
+        "/debug/pprof/goroutine?seconds=60",
+        "/debug/pprof/mutex?seconds=60",
+        "/debug/pprof/heap?seconds=60",
+    ];
+    let before = live_http(&worker);
+    let requests: Vec<_> = paths
+        .iter()
+        .map(|&path| std::thread::spawn(move || (path, get_raw(addr, path))))
+        .collect();
+    // Every request is being served (its connection task is live) before the worker stops.
+    wait_for("the profile requests", Duration::from_secs(60), || {
+        (live_http(&worker) >= before + paths.len() as f64).then_some(())
+    });
+    let stopped = worker.terminate_within(Duration::from_secs(120));
+    assert!(!stopped.killed, "the worker did not exit");
+    for request in requests {
+        let (path, (status, body)) = request.join().unwrap();
+        // What was sampled so far, or an error that says why (503 if it had not started, 422
+        // if the flamegraph had no sample yet): never a connection closed unanswered.
+        assert!(
+            status == 200 && !body.is_empty()
+                || status == 503 && body.contains("the worker is stopping")
+                || status == 422 && body.contains("no CPU samples"),
+            "{path}: {status} {body:.200}"
+        );
+    }
+}
+
+#[test]
+fn memory_profiles_are_made_one_at_a_time() {
+    let worker = Worker::start("optimized", &[]);
+    let addr = worker.addr;
+    let first = std::thread::spawn(move || get_raw(addr, "/debug/pprof/allocs?seconds=30"));
+    // Once the delta holds the turn, another heap request waits about 2 s, then gets 409.
+    let (status, body) = wait_for("a 409", Duration::from_secs(60), || {
+        let (status, body) = get_raw(addr, "/debug/pprof/heap");
+        (status == 409).then_some((status, body))
+    });
+    assert_eq!(status, 409);
+    assert!(
+        body.contains("another heap or allocs profile is being made"),
+        "{body}"
+    );
+    let (status, _) = first.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(worker.get("/debug/pprof/heap").status, 200);
+}
+
+#[test]
+fn head_on_profiles_answers_headers_without_profiling() {
+    let worker = Worker::start("optimized", &[]);
+    for path in [
+        "/debug/pprof/profile?seconds=60",
+        "/debug/pprof/flamegraph?seconds=60",
+        "/debug/pprof/heap?seconds=60",
+        "/debug/pprof/heap",
+    ] {
+        let request = format!("HEAD {path} HTTP/1.1\r\nhost: lab\r\nconnection: close\r\n\r\n");
+        let (status, body) = raw(&worker, request.as_bytes());
+        assert_eq!(status, 200, "{path}");
+        assert!(body.is_empty(), "{path}: {body}");
+    }
+    // Neither profiler ran: a CPU profile or a heap dump leaves its observer's memory behind.
+    let metrics = worker.metrics();
+    for observer in ["cpu_profile", "heap_profile"] {
+        let series = format!("worker_observer_memory_bytes{{observer=\"{observer}\"");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&series))
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"));
+        assert!(line.ends_with(" 0"), "a HEAD made a profile: {line}");
+    }
+}
+
+#[test]
+fn the_index_lists_the_mutex_profile() {
+    let worker = Worker::start("bad", &[]);
+    let index = worker.get("/debug/pprof/").text();
+    assert!(index.contains(r#"<a href="mutex">mutex</a>"#), "{index}");
+}
+
+#[test]
+fn too_many_headers_are_named_as_such() {
+    let worker = Worker::start("optimized", &[]);
+    let headers: String = (0..101).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    let request = format!("GET /healthz HTTP/1.1\r\nhost: lab\r\n{headers}\r\n");
+    let (status, body) = raw(&worker, request.as_bytes());
+    assert_eq!(status, 431);
+    assert!(body.contains("more than 100 header lines"), "{body}");
+    assert!(body.contains("64 KiB"), "{body}");
+}

@@ -297,15 +297,23 @@ fn bad_arguments_exit_2_and_name_the_value() {
     for (args, needles) in [
         (
             &["profile", "memory", "bad"][..],
-            &["'memory'", "cpu", "heap", "allocs", "tasks", "flamegraph"][..],
+            &[
+                "'memory'",
+                "cpu",
+                "heap",
+                "allocs",
+                "tasks",
+                "flamegraph",
+                "mutex",
+            ][..],
         ),
         (
             &["profile", "cpu", "worst"],
             &["'worst'", "bad", "optimized"],
         ),
         (
-            &["profile", "heap", "bad", "--seconds", "5"],
-            &["--seconds applies to cpu and flamegraph"],
+            &["profile", "mutex", "bad", "--seconds", "0"],
+            &["--seconds", "0"],
         ),
         (
             &["profile", "cpu", "bad", "--seconds", "0"],
@@ -436,5 +444,57 @@ fn profile_checks_the_worker_it_asks_and_says_when_a_started_one_exits() {
         run.stdout
     );
     assert!(!run.stdout.contains("no go or pprof"), "{}", run.stdout);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn seconds_gives_a_delta_of_tasks_and_locks() {
+    let Some(go) = require_go() else { return };
+    let worker = warmed_up("bad");
+    let url = worker.url("");
+    let dir = temp_dir("delta");
+    let dir_arg = dir.to_str().unwrap();
+
+    let tasks = lab(
+        &[
+            "profile",
+            "tasks",
+            "bad",
+            "--url",
+            &url,
+            "--dir",
+            dir_arg,
+            "--seconds",
+            "2",
+        ],
+        None,
+    );
+    assert_eq!(tasks.code, 0, "{}\n{}", tasks.stdout, tasks.stderr);
+    assert!(
+        tasks.stderr.contains("/debug/pprof/goroutine?seconds=2"),
+        "{}",
+        tasks.stderr
+    );
+    let file = saved(&dir, "bad-tasks", ".pb.gz");
+    assert!(go_pprof(&go, &["-top", file.to_str().unwrap()]).contains("Type: goroutine"));
+
+    let mutex = lab(
+        &[
+            "profile",
+            "mutex",
+            "bad",
+            "--url",
+            &url,
+            "--dir",
+            dir_arg,
+            "--seconds",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(mutex.code, 0, "{}\n{}", mutex.stdout, mutex.stderr);
+    let file = saved(&dir, "bad-mutex", ".pb.gz");
+    assert!(go_pprof(&go, &["-top", file.to_str().unwrap()]).contains("Type: delay"));
+    drop(worker);
     std::fs::remove_dir_all(&dir).unwrap();
 }

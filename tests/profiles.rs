@@ -667,3 +667,23 @@ fn post(url: &str, body: &[u8]) -> support::Response {
         body: response.body_mut().read_to_vec().expect("body"),
     }
 }
+
+#[test]
+fn task_frames_put_the_spawn_site_under_created_by_only() {
+    let Some(go) = require_go() else { return };
+    let worker = Worker::start("optimized", &[]);
+    let traces = go_pprof(
+        &go,
+        &["-traces", "-lines", &worker.url("/debug/pprof/goroutine")],
+    );
+    // The accept loop, spawned in src/worker.rs: its own frame must not claim that file.
+    let serve = traces
+        .lines()
+        .find(|l| l.contains("profiling_lab::server::serve") && !l.contains("created by"))
+        .unwrap_or_else(|| panic!("no server::serve frame in\n{traces}"));
+    assert!(!serve.contains("src/worker.rs"), "{serve}");
+    assert!(
+        traces.contains("created by") && traces.contains("src/worker.rs:"),
+        "{traces}"
+    );
+}

@@ -47,23 +47,27 @@ pub struct BenchArgs {
     pub data_size: u64,
 
     /// Time spent on each timed comparison, split into alternating rounds: 500ms, 2s, ...
-    #[arg(long, default_value = "2s", value_parser = parse_case_time)]
+    #[arg(long, default_value = "2s", allow_hyphen_values = true, value_parser = parse_case_time)]
     pub time_per_case: Duration,
 
     /// Leaked tasks for the /metrics and task-profile measurements
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
+    #[arg(long, default_value_t = 100_000, allow_negative_numbers = true,
+          value_parser = crate::cli::whole_number(1u64, 2_000_000))]
     pub leaked_tasks: u64,
 
     /// Task-profile requests per storm target (0 skips the storms)
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    #[arg(long, default_value_t = 10_000, allow_negative_numbers = true,
+          value_parser = crate::cli::whole_number(0u64, 1_000_000))]
     pub profile_requests: u64,
 
     /// Task-profile requests in flight at once during a storm
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true,
+          value_parser = crate::cli::whole_number(1u64, 64))]
     pub profile_concurrency: u64,
 
     /// Length of the CPU profile the observer section takes of a running worker-optimized
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true,
+          value_parser = crate::cli::whole_number(1u64, 300))]
     pub observer_seconds: u64,
 
     /// Print the figures as JSON instead of a table
@@ -207,12 +211,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
 }
 
 fn parse_case_time(value: &str) -> Result<Duration, String> {
-    let time = humantime::parse_duration(value)
-        .map_err(|e| format!("{e}; expected a duration such as 500ms or 2s"))?;
-    if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&time) {
-        return Err("must be from 100ms to 10m".to_owned());
-    }
-    Ok(time)
+    crate::cli::duration_in(
+        Duration::from_millis(100),
+        Duration::from_secs(600),
+        "500ms or 2s",
+    )(value)
 }
 
 /// Times `variants` in alternating rounds of about `round` each; returns the median

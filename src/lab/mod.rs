@@ -74,3 +74,20 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// Creates the output directory given as `flag` before any work is done, so a bad one fails at
+/// once rather than after a profile or a run. Something there that is not a directory is a
+/// usage error (exit 2); a directory that cannot be created is an error (exit 1).
+pub fn output_dir(flag: &str, dir: &std::path::Path) -> Result<Option<ExitCode>, String> {
+    if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        eprintln!(
+            "error: {flag} {}: is not a directory; give a directory to write into (it is \
+             created if missing)\n\nFor more information, try '--help'.",
+            dir.display()
+        );
+        return Ok(Some(ExitCode::from(2)));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create {flag} {}: {e}", dir.display()))?;
+    Ok(None)
+}

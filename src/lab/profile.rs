@@ -30,6 +30,8 @@ enum Kind {
     Tasks,
     /// CPU samples as an SVG flamegraph (/debug/pprof/flamegraph?seconds=N)
     Flamegraph,
+    /// Where tasks waited for contended locks, and how long (/debug/pprof/mutex)
+    Mutex,
 }
 
 impl Kind {
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Allocs => "allocs",
             Kind::Tasks => "tasks",
             Kind::Flamegraph => "flamegraph",
+            Kind::Mutex => "mutex",
         }
     }
 
@@ -47,13 +50,24 @@ impl Kind {
         matches!(self, Kind::Cpu | Kind::Flamegraph)
     }
 
-    fn path(self, seconds: u64) -> String {
-        match self {
-            Kind::Cpu => format!("/debug/pprof/profile?seconds={seconds}"),
-            Kind::Heap => "/debug/pprof/heap".into(),
-            Kind::Allocs => "/debug/pprof/allocs".into(),
-            Kind::Tasks => "/debug/pprof/goroutine".into(),
-            Kind::Flamegraph => format!("/debug/pprof/flamegraph?seconds={seconds}"),
+    /// The endpoint; `seconds` is how long CPU is sampled, or for the other kinds the span of
+    /// a delta profile (Go's `?seconds=N`: what changed over those seconds), if one was asked.
+    fn path(self, seconds: Option<u64>) -> String {
+        let endpoint = match self {
+            Kind::Cpu => "/debug/pprof/profile",
+            Kind::Heap => "/debug/pprof/heap",
+            Kind::Allocs => "/debug/pprof/allocs",
+            Kind::Tasks => "/debug/pprof/goroutine",
+            Kind::Flamegraph => "/debug/pprof/flamegraph",
+            Kind::Mutex => "/debug/pprof/mutex",
+        };
+        let seconds = match self.sampled() {
+            true => Some(seconds.unwrap_or(DEFAULT_SECONDS)),
+            false => seconds,
+        };
+        match seconds {
+            Some(seconds) => format!("{endpoint}?seconds={seconds}"),
+            None => endpoint.to_owned(),
         }
     }
 
@@ -129,8 +143,10 @@ pub struct ProfileArgs {
     #[arg(value_enum)]
     worker: Worker,
 
-    /// How long to sample, for cpu and flamegraph [default: 10]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=crate::pprof::MAX_SECONDS))]
+    /// How long to sample, for cpu and flamegraph [default: 10]; for heap, allocs, tasks and
+    /// mutex, a delta profile of what changed over N seconds [default: since start]
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = crate::cli::whole_number(1, crate::pprof::MAX_SECONDS))]
     seconds: Option<u64>,
 
     /// The worker's address [default: http://127.0.0.1:9090 (bad), http://127.0.0.1:9091 (optimized)]
@@ -142,7 +158,7 @@ pub struct ProfileArgs {
     start: bool,
 
     /// With --start: how long the worker runs before it is profiled [default: 30s for tasks, 5s for the others]
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_warmup)]
     warmup: Option<Duration>,
 
     /// Where to save profiles
@@ -150,7 +166,8 @@ pub struct ProfileArgs {
     dir: PathBuf,
 
     /// How many entries to print
-    #[arg(long, value_name = "N", default_value_t = 15)]
+    #[arg(long, value_name = "N", default_value_t = 15, allow_negative_numbers = true,
+          value_parser = crate::cli::whole_number(1usize, 10_000))]
     top: usize,
 
     /// Who prints the top entries
@@ -163,6 +180,11 @@ pub struct ProfileArgs {
 }
 
 /// A base URL: `http://HOST:PORT`, without a trailing slash or path, the port in 1..=65535.
+/// `--warmup`: up to an hour of the worker running before it is profiled.
+fn parse_warmup(value: &str) -> Result<Duration, String> {
+    crate::cli::duration_in(Duration::ZERO, Duration::from_secs(3600), "5s, 30s or 1m")(value)
+}
+
 fn parse_url(value: &str) -> Result<String, String> {
     let trimmed = value.trim_end_matches('/');
     let rest = trimmed
@@ -187,12 +209,6 @@ fn parse_url(value: &str) -> Result<String, String> {
 
 pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
     let kind: WorkerKind = args.worker.into();
-    if args.seconds.is_some() && !args.kind.sampled() {
-        return Ok(usage(&format!(
-            "--seconds applies to cpu and flamegraph profiles; a {} profile is a snapshot",
-            args.kind.name()
-        )));
-    }
     if !args.worker_flags.is_empty() && !args.start {
         return Ok(usage("worker flags after `--` need --start"));
     }
@@ -201,8 +217,12 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
             "--warmup needs --start (a running worker is profiled as it is)",
         ));
     }
-    let seconds = args.seconds.unwrap_or(DEFAULT_SECONDS);
+    let seconds = args.seconds;
     let viewer = resolve_viewer(args.viewer)?;
+    // Before the worker is started or sampled: a bad --dir must not waste the profile.
+    if let Some(code) = crate::lab::output_dir("--dir", &args.dir)? {
+        return Ok(code);
+    }
 
     let started = if args.start {
         match start_worker(kind, &args, seconds)? {
@@ -233,9 +253,8 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
         }
     }
     let (body, text_dump) = fetched?;
+    let has_text = text_dump.is_some();
 
-    std::fs::create_dir_all(&args.dir)
-        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     let stamp = timestamp(SystemTime::now());
     let path = save(
         &args.dir,
@@ -267,14 +286,16 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
     // line that spawned it) show with the same count.
     let by_cum = args.kind == Kind::Tasks;
     print_top(&viewer, args.viewer, &path, args.top, by_cum)?;
-    println!("\n{}", next_steps(args.kind, kind, &path));
+    println!("\n{}", next_steps(args.kind, kind, &path, has_text));
     Ok(ExitCode::SUCCESS)
 }
 
 /// Where to look next, for this kind of profile.
-fn next_steps(profile: Kind, worker: WorkerKind, path: &Path) -> String {
+fn next_steps(profile: Kind, worker: WorkerKind, path: &Path, has_text: bool) -> String {
     let path = path.display();
-    if profile == Kind::Tasks {
+    if profile == Kind::Tasks && !has_text {
+        format!("each group's full stack: go tool pprof -traces {path}")
+    } else if profile == Kind::Tasks {
         format!(
             "each group's full stack, with file:line: the .txt beside it, or go tool pprof -traces {path}"
         )
@@ -332,7 +353,11 @@ enum Started {
     Rejected(u8),
 }
 
-fn start_worker(kind: WorkerKind, args: &ProfileArgs, seconds: u64) -> Result<Started, String> {
+fn start_worker(
+    kind: WorkerKind,
+    args: &ProfileArgs,
+    seconds: Option<u64>,
+) -> Result<Started, String> {
     let binary = procs::sibling_binary(kind.binary())?;
     let mut flags = args.worker_flags.clone();
     // The worker's own default (60s) could end the run before the profile does.
@@ -341,7 +366,7 @@ fn start_worker(kind: WorkerKind, args: &ProfileArgs, seconds: u64) -> Result<St
         .any(|f| f == "--duration" || f.starts_with("--duration="))
     {
         let lifetime = args.warmup.unwrap_or(default_warmup(args.kind))
-            + Duration::from_secs(seconds)
+            + Duration::from_secs(seconds.unwrap_or(DEFAULT_SECONDS))
             + Duration::from_secs(600);
         flags.push("--duration".into());
         flags.push(humantime::format_duration(lifetime).to_string());
@@ -452,19 +477,23 @@ fn fetch(
     kind: WorkerKind,
     profile: Kind,
     base: &str,
-    seconds: u64,
+    seconds: Option<u64>,
 ) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
     let url = format!("{base}{}", profile.path(seconds));
-    if profile.sampled() {
-        eprintln!("sampling worker-{kind}'s CPU for {seconds}s: {url}");
-    } else {
-        eprintln!("fetching {url}");
+    match seconds {
+        _ if profile.sampled() => eprintln!(
+            "sampling worker-{kind}'s CPU for {}s: {url}",
+            seconds.unwrap_or(DEFAULT_SECONDS)
+        ),
+        Some(seconds) => eprintln!("fetching what changed over {seconds}s: {url}"),
+        None => eprintln!("fetching {url}"),
     }
     // Symbolizing a large profile takes a few seconds on top of the sampling time, a debug
     // build on a loaded machine a minute or more; only a stuck worker waits this long.
-    let timeout = Duration::from_secs(seconds + 300);
+    let timeout = Duration::from_secs(seconds.unwrap_or(DEFAULT_SECONDS) + 300);
     let body = get(kind, profile, base, &url, timeout)?;
-    let text = if profile == Kind::Tasks {
+    // The grouped text is of live tasks; a delta (?seconds=N) is a pprof profile only.
+    let text = if profile == Kind::Tasks && seconds.is_none() {
         Some(get(
             kind,
             profile,
@@ -490,7 +519,8 @@ fn get(
     match response.status {
         200 => Ok(response.body),
         409 => Err(format!(
-            "worker-{kind}'s CPU profiler is busy (409): {}",
+            "worker-{kind} is busy with another {} profile (409): {}",
+            profile.name(),
             message()
         )),
         404 => Err(format!(

@@ -23,13 +23,14 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::StatusCode;
 use jemalloc_pprof::{JemallocProfCtl, PROF_CTL};
 use pprof::protos::Profile;
+use tokio_util::sync::CancellationToken;
 
 use crate::http::ApiError;
 use crate::kind::WorkerKind;
 use crate::memory::MemoryStats;
 use crate::observer::{self, Observer};
 use crate::pprof::symbolize::{self, Stack};
-use crate::pprof::{encode, flame};
+use crate::pprof::{OneAtATime, encode, flame};
 
 /// Which sample type a profile shows by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,10 +103,13 @@ pub struct Request {
 /// Dumps, symbolizes and encodes a heap profile (since start) without blocking the async
 /// threads.
 pub async fn profile(view: HeapView) -> Result<Vec<u8>, ApiError> {
-    let (snapshot, duration) = snapshots(Request {
-        view,
-        seconds: None,
-    })
+    let (snapshot, duration) = snapshots(
+        Request {
+            view,
+            seconds: None,
+        },
+        &CancellationToken::new(),
+    )
     .await?;
     blocking(move || encode_profile(&snapshot, view, duration)).await
 }
@@ -119,14 +123,14 @@ pub fn profile_blocking(view: HeapView) -> Result<Vec<u8>, ApiError> {
 }
 
 /// A profile as pprof's gzipped protobuf (`debug=0`).
-pub async fn pprof(request: Request) -> Result<Vec<u8>, ApiError> {
-    let (snapshot, duration) = snapshots(request).await?;
+pub async fn pprof(request: Request, stopping: &CancellationToken) -> Result<Vec<u8>, ApiError> {
+    let (snapshot, duration) = requested(request, stopping).await?;
     blocking(move || encode_profile(&snapshot, request.view, duration)).await
 }
 
 /// A profile in Go's `debug=1` text format.
-pub async fn text(request: Request) -> Result<String, ApiError> {
-    let (snapshot, duration) = snapshots(request).await?;
+pub async fn text(request: Request, stopping: &CancellationToken) -> Result<String, ApiError> {
+    let (snapshot, duration) = requested(request, stopping).await?;
     blocking(move || text_profile(&snapshot, duration)).await
 }
 
@@ -134,12 +138,13 @@ pub async fn text(request: Request) -> Result<String, ApiError> {
 pub async fn allocs_flamegraph(
     kind: WorkerKind,
     seconds: Option<Duration>,
+    stopping: &CancellationToken,
 ) -> Result<Vec<u8>, ApiError> {
     let request = Request {
         view: HeapView::Allocated,
         seconds,
     };
-    let (snapshot, duration) = snapshots(request).await?;
+    let (snapshot, duration) = requested(request, stopping).await?;
     blocking(move || {
         let sampled: f64 = snapshot.records.values().map(|r| r.sampled).sum();
         let profile = symbolized(&snapshot, HeapView::Allocated, duration)?;
@@ -173,10 +178,13 @@ pub async fn allocs_flamegraph(
 
 /// Stacks in the heap (live) and allocs (since start) profiles, for the index page.
 pub async fn counts() -> Result<(usize, usize), ApiError> {
-    let (snapshot, _) = snapshots(Request {
-        view: HeapView::InUse,
-        seconds: None,
-    })
+    let (snapshot, _) = snapshots(
+        Request {
+            view: HeapView::InUse,
+            seconds: None,
+        },
+        &CancellationToken::new(),
+    )
     .await?;
     let inuse = snapshot
         .records
@@ -186,15 +194,36 @@ pub async fn counts() -> Result<(usize, usize), ApiError> {
     Ok((inuse, snapshot.records.len()))
 }
 
-/// One dump, or two `seconds` apart and their difference; with the time between them.
-async fn snapshots(request: Request) -> Result<(Snapshot, Option<Duration>), ApiError> {
+/// One heap or allocs profile at a time: each dump writes and reads a file of every sampled
+/// stack, and a crowd of them would queue without limit behind the controller's lock.
+static TURN: OneAtATime = OneAtATime::new();
+
+/// A profile asked for over HTTP: one at a time (others wait for their turn, then get 409);
+/// no delta starts once the worker has begun to stop.
+async fn requested(
+    request: Request,
+    stopping: &CancellationToken,
+) -> Result<(Snapshot, Option<Duration>), ApiError> {
+    if request.seconds.is_some() {
+        super::refuse_when_stopping(stopping)?;
+    }
+    let _turn = TURN.turn("heap or allocs profile").await?;
+    snapshots(request, stopping).await
+}
+
+/// One dump, or two `seconds` apart and their difference; with the time between them. A delta
+/// cut short by the worker stopping covers the time that passed.
+async fn snapshots(
+    request: Request,
+    stopping: &CancellationToken,
+) -> Result<(Snapshot, Option<Duration>), ApiError> {
     observer::instrument(Observer::HeapProfile, async move {
         let first = dump_async().await?;
         let Some(seconds) = request.seconds else {
             return Ok((first, None));
         };
         let start = Instant::now();
-        tokio::time::sleep(seconds).await;
+        super::sample_for(seconds, stopping).await;
         let second = dump_async().await?;
         Ok((second.since(&first), Some(start.elapsed())))
     })

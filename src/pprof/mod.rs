@@ -9,11 +9,15 @@
 //! | `allocs` | the same profile, showing memory allocated since start | the same |
 //! | `allocs_flamegraph?seconds=N` | bytes allocated, as an SVG flamegraph | the same + inferno |
 //! | `goroutine?debug=0/1/2` | live tasks by function and spawn site | the task registry ([`crate::tasks`]) |
+//! | `mutex` | contended lock acquisitions and the time waited, by stack | the lab's lock ([`crate::lock`]) |
 //! | `symbol`, `cmdline` | address to function name; the command line | backtrace, std |
 //!
 //! `heap` and `allocs` take `?seconds=N` (Go's delta profile: what changed over N seconds) and
 //! `?debug=1` (Go's text format). All of it runs in observer scopes (see [`crate::observer`]),
 //! so profiling never shows in the lesson's metrics or in the next profile.
+//!
+//! No profile starts once the worker has begun to stop (503); one in progress ends early and
+//! answers with what it has. `HEAD` answers headers only and never makes a profile.
 
 pub mod cpu;
 pub mod encode;
@@ -31,6 +35,10 @@ use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
+
+use axum::http::StatusCode;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_util::sync::CancellationToken;
 
 use crate::http::{ApiError, Params};
 use crate::observer::{self, Observer};
@@ -56,6 +64,31 @@ pub fn router() -> Router<AppState> {
         .route("/debug/pprof/allocs_flamegraph", get(allocs_flamegraph))
         .route("/debug/pprof/symbol", get(symbol_get).post(symbol_post))
         .route("/debug/pprof/cmdline", get(cmdline))
+        .route_layer(axum::middleware::from_fn(head_without_profiling))
+}
+
+/// `HEAD` on a profile endpoint answers 200 with the `Content-Type` a `GET` would have and no
+/// body, without making the profile: left to axum, a `HEAD` runs the `GET` handler and drops
+/// its body, so `curl -I .../profile?seconds=30` would hold the CPU profiler for 30 s and
+/// `HEAD .../heap` would dump and symbolize the whole heap for nothing.
+async fn head_without_profiling(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() != axum::http::Method::HEAD {
+        return next.run(request).await;
+    }
+    let path = request.uri().path();
+    let text = request.uri().query().is_some_and(|q| q.contains("debug="));
+    let content_type = match path {
+        "/debug/pprof/" => "text/html; charset=utf-8",
+        "/debug/pprof" => return next.run(request).await,
+        p if p.ends_with("flamegraph") => "image/svg+xml",
+        "/debug/pprof/symbol" | "/debug/pprof/cmdline" => "text/plain; charset=utf-8",
+        _ if text => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    ([(header::CONTENT_TYPE, content_type)], ()).into_response()
 }
 
 async fn cpu_profile(
@@ -63,18 +96,9 @@ async fn cpu_profile(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let seconds = seconds("/debug/pprof/profile", query)?;
-    if state.stopping.is_cancelled() {
-        return Err(ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "the worker is stopping; profile it again once it has restarted",
-        ));
-    }
+    refuse_when_stopping(&state.stopping)?;
     let session = cpu::start("a request for /debug/pprof/profile")?;
-    // A worker told to stop sends the samples taken so far rather than an empty reply.
-    tokio::select! {
-        () = tokio::time::sleep(seconds) => {}
-        () = state.stopping.cancelled() => {}
-    }
+    sample_for(seconds, &state.stopping).await;
     let body = blocking(move || session.into_pprof()).await?;
     Ok(profile_response(body, "profile.pb.gz"))
 }
@@ -84,23 +108,38 @@ async fn flamegraph(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let seconds = seconds("/debug/pprof/flamegraph", query)?;
+    refuse_when_stopping(&state.stopping)?;
     let session = cpu::start("a request for /debug/pprof/flamegraph")?;
-    tokio::time::sleep(seconds).await;
+    sample_for(seconds, &state.stopping).await;
     let kind = state.metrics.kind();
     let svg = blocking(move || session.into_flamegraph(kind)).await?;
     Ok(svg_response(svg))
 }
 
-async fn heap_profile(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
-    memory_profile("/debug/pprof/heap", HeapView::InUse, query, "heap.pb.gz").await
+async fn heap_profile(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    memory_profile(
+        "/debug/pprof/heap",
+        HeapView::InUse,
+        query,
+        "heap.pb.gz",
+        &state.stopping,
+    )
+    .await
 }
 
-async fn allocs_profile(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+async fn allocs_profile(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     memory_profile(
         "/debug/pprof/allocs",
         HeapView::Allocated,
         query,
         "allocs.pb.gz",
+        &state.stopping,
     )
     .await
 }
@@ -111,15 +150,16 @@ async fn memory_profile(
     view: HeapView,
     query: Option<String>,
     filename: &str,
+    stopping: &CancellationToken,
 ) -> Result<Response, ApiError> {
     let params = Params::parse(path, query.as_deref(), &["debug", "seconds"])?;
     let debug = params.integer("debug", 0..=1, 0, "")?;
     let seconds = optional_seconds(&params)?;
     let request = heap::Request { view, seconds };
     Ok(if debug == 1 {
-        text_response(heap::text(request).await?)
+        text_response(heap::text(request, stopping).await?)
     } else {
-        profile_response(heap::pprof(request).await?, filename)
+        profile_response(heap::pprof(request, stopping).await?, filename)
     })
 }
 
@@ -133,7 +173,7 @@ async fn allocs_flamegraph(
         &["seconds"],
     )?;
     let seconds = optional_seconds(&params)?;
-    let svg = heap::allocs_flamegraph(state.metrics.kind(), seconds).await?;
+    let svg = heap::allocs_flamegraph(state.metrics.kind(), seconds, &state.stopping).await?;
     Ok(svg_response(svg))
 }
 
@@ -216,6 +256,61 @@ fn optional_seconds(params: &Params) -> Result<Option<Duration>, ApiError> {
     Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
 }
 
+/// 503 for a profile asked for once the worker has begun to stop: no profiler starts after
+/// shutdown began, so none is left running when the process exits.
+pub(crate) fn refuse_when_stopping(stopping: &CancellationToken) -> Result<(), ApiError> {
+    if stopping.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the worker is stopping; profile it again once it has restarted",
+        ));
+    }
+    Ok(())
+}
+
+/// Waits out a profile's `?seconds=N`, or less if the worker is told to stop meanwhile: the
+/// request then gets what was sampled so far rather than a connection closed at the end of
+/// the shutdown grace period.
+pub(crate) async fn sample_for(seconds: Duration, stopping: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(seconds) => {}
+        () = stopping.cancelled() => {}
+    }
+}
+
+/// One profile of a kind at a time (the task profile, the heap and allocs dumps): a request
+/// that finds another one running waits up to [`WAIT_FOR_TURN`], then gets 409 saying so,
+/// rather than queueing without limit behind it.
+pub(crate) struct OneAtATime {
+    permits: Semaphore,
+}
+
+/// How long a request waits for another profile of its kind to finish before it is refused.
+pub const WAIT_FOR_TURN: Duration = Duration::from_secs(2);
+
+impl OneAtATime {
+    pub(crate) const fn new() -> OneAtATime {
+        OneAtATime {
+            permits: Semaphore::const_new(1),
+        }
+    }
+
+    /// Waits for this kind's turn; `what` names the profile in the 409's message.
+    pub(crate) async fn turn(&self, what: &str) -> Result<SemaphorePermit<'_>, ApiError> {
+        match tokio::time::timeout(WAIT_FOR_TURN, self.permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "another {what} is being made; they are made one at a time and this \
+                     request waited {} s for its turn. Retry when it is done.",
+                    WAIT_FOR_TURN.as_secs()
+                ),
+            )),
+        }
+    }
+}
+
 /// Runs CPU-heavy profile work (symbolization, compression) off the async threads.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -259,6 +354,7 @@ async fn index(
         .map_or((String::new(), String::new()), |(h, a)| {
             (h.to_string(), a.to_string())
         });
+    let mutex = mutex::site_count();
     let kind = state.metrics.kind();
     Ok(Html(format!(
         r#"<!DOCTYPE html>
@@ -283,6 +379,7 @@ code {{ background: #eee; padding: 0 0.2em; }}
 <tr><td></td><td><a href="flamegraph?seconds=10">flamegraph</a></td><td>CPU samples as an SVG flamegraph. <code>?seconds=N</code>, 1 to {MAX_SECONDS}, default 30.</td></tr>
 <tr><td class="count">{tasks}</td><td><a href="goroutine">goroutine</a></td><td>Live tasks (Go's goroutines) by the function they run and the line that spawned them, labelled by kind (helper, worker, http, observer). <code>?seconds=N</code>: what changed over N seconds. <a href="goroutine?debug=1">debug=1</a>: grouped text; <a href="goroutine?debug=2">debug=2</a>: every task.</td></tr>
 <tr><td class="count">{heap}</td><td><a href="heap">heap</a></td><td>Bytes in live allocations by allocation site (default sample type <code>inuse_space</code>; the same four types as allocs). <code>?seconds=N</code>: the change over N seconds; <a href="heap?debug=1">debug=1</a>: text.</td></tr>
+<tr><td class="count">{mutex}</td><td><a href="mutex">mutex</a></td><td>Where threads waited for a contended lab lock (<code>crate::lock</code>), by stack (sample types <code>contentions/count</code> and <code>delay/nanoseconds</code>): what lock contention costs. <code>?seconds=N</code>: only the last N seconds.</td></tr>
 <tr><td></td><td><a href="profile?seconds=10">profile</a></td><td>CPU profile sampled at 100 Hz, with the binary's mappings, so <code>go tool pprof -disasm</code> works. <code>?seconds=N</code>, 1 to {MAX_SECONDS}, default 30. One CPU profile runs at a time.</td></tr>
 <tr><td></td><td><a href="symbol">symbol</a></td><td>Function names of addresses (<code>POST</code> them joined by <code>+</code>), as <code>go tool pprof</code> asks for them.</td></tr>
 </tbody>

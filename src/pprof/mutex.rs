@@ -18,7 +18,7 @@ use std::panic::Location;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::RawQuery;
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use pprof::protos;
@@ -27,6 +27,7 @@ use super::MAX_SECONDS;
 use super::encode::{self, StringTable};
 use crate::http::{ApiError, Params};
 use crate::observer::{self, Observer};
+use crate::server::AppState;
 
 /// Frames kept per stack, like Go's 32-deep profiles with room for async machinery.
 const MAX_DEPTH: usize = 64;
@@ -116,6 +117,11 @@ fn snapshot() -> Vec<Snapshot> {
         .collect()
 }
 
+/// Lock sites with a contended acquisition so far: the index page's count, as Go counts records.
+pub fn site_count() -> usize {
+    sites().len()
+}
+
 /// Contended acquisitions and wait so far, all sites (for tests and the lab tool).
 pub fn totals() -> (u64, Duration) {
     let sites = sites();
@@ -125,7 +131,10 @@ pub fn totals() -> (u64, Duration) {
 }
 
 /// `GET /debug/pprof/mutex[?seconds=N]`.
-pub async fn handler(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn handler(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     const PATH: &str = "/debug/pprof/mutex";
     let params = Params::parse(PATH, query.as_deref(), &["seconds"])?;
     // Absent means the cumulative profile (0 is never a valid value: the range starts at 1).
@@ -134,11 +143,13 @@ pub async fn handler(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let (sites, duration) = if seconds == 0 {
         (snapshot(), None)
     } else {
+        super::refuse_when_stopping(&state.stopping)?;
         let before: HashMap<_, _> = snapshot()
             .into_iter()
             .map(|s| (s.site, (s.contentions, s.delay_ns)))
             .collect();
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let start = std::time::Instant::now();
+        super::sample_for(Duration::from_secs(seconds), &state.stopping).await;
         let mut sites = snapshot();
         for s in &mut sites {
             let (contentions, delay_ns) = before.get(s.site).copied().unwrap_or((0, 0));
@@ -146,7 +157,8 @@ pub async fn handler(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
             s.delay_ns -= delay_ns;
         }
         sites.retain(|s| s.contentions > 0);
-        (sites, Some(Duration::from_secs(seconds)))
+        // Stopped early: the profile covers the time that passed.
+        (sites, Some(start.elapsed()))
     };
     // Symbolizing reads debug info: tens of milliseconds of CPU, off the runtime's threads.
     let body = tokio::task::spawn_blocking(move || {

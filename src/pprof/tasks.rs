@@ -14,25 +14,24 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::panic::Location;
-use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::RawQuery;
-use axum::http::{StatusCode, header};
+use axum::extract::{RawQuery, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use pprof::protos;
-use tokio::sync::Semaphore;
 
 use crate::http::{ApiError, Params};
 use crate::observer::{self, Observer};
+use crate::pprof::OneAtATime;
 use crate::pprof::encode::{self, StringTable};
+use crate::server::AppState;
 use crate::tasks::{self, TaskInfo, TaskKind, TaskState};
 
 /// The endpoint's path.
 pub const PATH: &str = "/debug/pprof/goroutine";
 
-/// How long a request waits for another task profile to finish before it is refused.
-pub const WAIT_FOR_TURN: Duration = Duration::from_secs(2);
+pub use super::WAIT_FOR_TURN;
 
 /// Longest `?seconds=N` delta.
 pub const MAX_SECONDS: u64 = super::MAX_SECONDS;
@@ -50,10 +49,13 @@ pub enum TaskFormat {
 
 /// One profile at a time: each is cheap, but a crowd of them on 100k tasks is not, and the
 /// registry's locks are shared with the workload's spawns.
-static TURN: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(1));
+static TURN: OneAtATime = OneAtATime::new();
 
 /// `GET /debug/pprof/goroutine?debug=0|1|2` or `?seconds=N`.
-pub async fn handler(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn handler(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let params = Params::parse(PATH, query.as_deref(), &["debug", "seconds"])?;
     let format = match params.integer("debug", 0..=2, 0, "")? {
         0 => TaskFormat::Profile,
@@ -70,24 +72,18 @@ pub async fn handler(RawQuery(query): RawQuery) -> Result<Response, ApiError> {
         true => Some(params.integer("seconds", 1..=MAX_SECONDS, 30, " of seconds")?),
         false => None,
     };
-    let _turn = match tokio::time::timeout(WAIT_FOR_TURN, TURN.acquire()).await {
-        Ok(Ok(permit)) => permit,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "another task profile is being made; {PATH} makes one at a time and this \
-                     request waited {} s for its turn. Retry when it is done.",
-                    WAIT_FOR_TURN.as_secs()
-                ),
-            ));
-        }
-    };
+    if seconds.is_some() {
+        super::refuse_when_stopping(&state.stopping)?;
+    }
+    let _turn = TURN.turn("task profile").await?;
     let body = match seconds {
         None => blocking(move || render(format)).await?,
         Some(seconds) => {
             let before = blocking(|| Ok(Counts::now())).await?;
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let start = std::time::Instant::now();
+            super::sample_for(Duration::from_secs(seconds), &state.stopping).await;
+            // Stopped early: the delta covers the seconds that passed, not those asked for.
+            let seconds = start.elapsed().as_secs().clamp(1, seconds);
             blocking(move || delta_profile(&before, &Counts::now(), seconds)).await?
         }
     };
@@ -304,12 +300,14 @@ fn profile(groups: &[Group], delta: Option<Duration>) -> Result<Vec<u8>, ApiErro
         let site = group.key.spawned_at;
         // Go's pprof strips `<...>` from a function whose system name equals its name; the raw
         // type name (with `::{{closure}}`) differs from the cleaned one, so generics survive.
+        // Where the task's function is defined is not known (only its type name is), so its
+        // frame has no file: the spawn site's file belongs to the "created by" frame below.
         let leaf = location(
             &mut profile,
             &mut strings,
             group.key.function(),
             group.key.future,
-            site.file(),
+            "",
             0,
         );
         let creator = created_by(site);

@@ -69,16 +69,17 @@ The guide's benchmark (benchmark.sh, profile-cpu.sh, profile-mem.sh) in one comm
 #[command(after_help = AFTER_HELP)]
 pub struct CompareArgs {
     /// How long to run and sample both workers: 30s, 5m, 1h, ...
-    #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "60s", allow_hyphen_values = true,
+          value_parser = crate::cli::parse_duration)]
     duration: Duration,
 
     /// How often to sample /metrics of both workers
-    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    #[arg(long, default_value = "1s", allow_hyphen_values = true, value_parser = parse_interval)]
     interval: Duration,
 
     /// How long both workers run before the first sample, so start-up costs (buffers sized on
     /// first use) do not count per task
-    #[arg(long, default_value = "2s", value_parser = parse_warmup)]
+    #[arg(long, default_value = "2s", allow_hyphen_values = true, value_parser = parse_warmup)]
     warmup: Duration,
 
     /// Tasks produced per second, by each worker
@@ -102,7 +103,8 @@ pub struct CompareArgs {
     workers: u64,
 
     /// Seed of the task stream; both workers get the same tasks
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, allow_negative_numbers = true,
+          value_parser = crate::cli::whole_number(0, u64::MAX))]
     seed: u64,
 
     /// The bad worker's problems (its --problems): all, none, or a list of leak, capacity,
@@ -144,21 +146,11 @@ pub struct CompareArgs {
 const INTERVALS: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3600));
 
 fn parse_interval(value: &str) -> Result<Duration, String> {
-    let interval = humantime::parse_duration(value)
-        .map_err(|e| format!("{e}; expected a duration such as 500ms, 1s or 10s"))?;
-    if !(INTERVALS.0..=INTERVALS.1).contains(&interval) {
-        return Err("must be from 100ms to 1h".into());
-    }
-    Ok(interval)
+    crate::cli::duration_in(INTERVALS.0, INTERVALS.1, "500ms, 1s or 10s")(value)
 }
 
 fn parse_warmup(value: &str) -> Result<Duration, String> {
-    let warmup = humantime::parse_duration(value)
-        .map_err(|e| format!("{e}; expected a duration such as 0s, 2s or 1m"))?;
-    if warmup > Duration::from_secs(3600) {
-        return Err("must be at most 1h".into());
-    }
-    Ok(warmup)
+    crate::cli::duration_in(Duration::ZERO, Duration::from_secs(3600), "0s, 2s or 1m")(value)
 }
 
 pub fn run(args: CompareArgs) -> Result<ExitCode, String> {
@@ -170,9 +162,10 @@ pub fn run(args: CompareArgs) -> Result<ExitCode, String> {
         );
         return Ok(ExitCode::from(2));
     }
-    if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create --out {}: {e}", dir.display()))?;
+    if let Some(dir) = &args.out
+        && let Some(code) = crate::lab::output_dir("--out", dir)?
+    {
+        return Ok(code);
     }
     let settings = Settings {
         warmup_seconds: args.warmup.as_secs_f64(),

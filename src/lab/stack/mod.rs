@@ -109,7 +109,8 @@ pub struct DemoArgs {
     pub workers: u64,
 
     /// How long the workers run
-    #[arg(long, value_name = "DURATION", default_value = "48h", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "48h", allow_hyphen_values = true,
+          value_parser = parse_duration)]
     pub duration: Duration,
 
     /// Integers in each task's payload [default: the workers' own]
@@ -141,7 +142,8 @@ pub struct StopArgs {
     pub data: DataDirArg,
 
     /// How long to wait for the demo to stop everything
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", allow_hyphen_values = true,
+          value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
@@ -158,7 +160,7 @@ pub struct LogsArgs {
 
     /// Lines to show from the end of each log first; 0 shows whole logs
     #[arg(short = 'n', long, value_name = "N", default_value_t = 100, allow_negative_numbers = true,
-          value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+          value_parser = crate::cli::whole_number(0u64, 10_000_000))]
     pub lines: u64,
 
     #[command(flatten)]
