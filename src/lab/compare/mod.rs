@@ -110,12 +110,12 @@ pub struct CompareArgs {
     /// The bad worker's problems (its --problems): all, none, or a list of leak, capacity,
     /// churn, blocking, contention, backlog; one lesson at a time, e.g. --problems contention.
     /// worker-optimized has every fix whatever this says
-    #[arg(long, value_name = "LIST", default_value = "all", value_parser = crate::problems::Problems::parse)]
+    #[arg(long, env = "LAB_PROBLEMS", value_name = "LIST", default_value = "all", value_parser = crate::problems::Problems::parse, allow_hyphen_values = true)]
     problems: crate::problems::Problems,
 
     /// Bursts of load for both workers (their --burst): FACTORx[:ON/EVERY], e.g. 5x:10s/30s for
     /// lesson 6 (overload), or off
-    #[arg(long, value_name = "SPEC", default_value = "off", value_parser = crate::burst::Burst::parse)]
+    #[arg(long, env = "LAB_BURST", value_name = "SPEC", default_value = "off", value_parser = crate::burst::Burst::parse, allow_hyphen_values = true)]
     burst: ::std::option::Option<crate::burst::Burst>,
 
     /// Print the report as JSON on stdout instead of the table
