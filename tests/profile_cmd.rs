@@ -284,7 +284,7 @@ fn unreachable_and_busy_workers_get_clear_errors() {
     );
     assert_eq!(busy.code, 1, "{}", busy.stderr);
     assert!(
-        busy.stderr.contains("busy (409)") && busy.stderr.contains("--cpuprofile"),
+        busy.stderr.contains("(409)") && busy.stderr.contains("--cpuprofile"),
         "{}",
         busy.stderr
     );

@@ -219,7 +219,10 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, String> {
     }
     let seconds = args.seconds;
     let viewer = resolve_viewer(args.viewer)?;
-    // Before the worker is started or sampled: a bad --dir must not waste the profile.
+    // Before the worker is started or sampled: a bad --dir must not waste the profile. A
+    // directory made here and left empty (the worker was the wrong one, the fetch failed) goes
+    // again, so a failed run leaves nothing behind.
+    let _made = (!args.dir.exists()).then(|| RemoveIfEmpty(args.dir.clone()));
     if let Some(code) = crate::lab::output_dir("--dir", &args.dir)? {
         return Ok(code);
     }
@@ -369,7 +372,7 @@ fn start_worker(
             + Duration::from_secs(seconds.unwrap_or(DEFAULT_SECONDS))
             + Duration::from_secs(600);
         flags.push("--duration".into());
-        flags.push(humantime::format_duration(lifetime).to_string());
+        flags.push(crate::cli::format_duration(lifetime));
     }
     let warmup = args.warmup.unwrap_or(default_warmup(args.kind));
     let any_port = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
@@ -679,5 +682,14 @@ mod tests {
         assert!(b.to_string_lossy().ends_with("bad-cpu-x-2.pb.gz"));
         assert_eq!(std::fs::read(&a).unwrap(), b"1");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Removes a directory when dropped if it is still empty (`remove_dir` refuses otherwise).
+struct RemoveIfEmpty(PathBuf);
+
+impl Drop for RemoveIfEmpty {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
     }
 }

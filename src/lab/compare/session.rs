@@ -55,7 +55,7 @@ pub fn run(plan: &Plan<'_>) -> Result<Run, String> {
         let mut flags = plan.worker_flags.clone();
         flags.push("--duration".into());
         let lifetime = plan.warmup + plan.duration + WORKER_MARGIN;
-        flags.push(humantime::format_duration(lifetime).to_string());
+        flags.push(crate::cli::format_duration(lifetime));
         if let (true, Some(dir)) = (plan.profiles, plan.out) {
             for (flag, what) in [("--cpuprofile", "cpu"), ("--memprofile", "heap")] {
                 let path = dir.join(format!("{kind}-{what}.pb.gz"));
