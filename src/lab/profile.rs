@@ -622,6 +622,15 @@ fn print_top(
     Ok(())
 }
 
+/// Removes a directory when dropped if it is still empty (`remove_dir` refuses otherwise).
+struct RemoveIfEmpty(PathBuf);
+
+impl Drop for RemoveIfEmpty {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,14 +691,5 @@ mod tests {
         assert!(b.to_string_lossy().ends_with("bad-cpu-x-2.pb.gz"));
         assert_eq!(std::fs::read(&a).unwrap(), b"1");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-/// Removes a directory when dropped if it is still empty (`remove_dir` refuses otherwise).
-struct RemoveIfEmpty(PathBuf);
-
-impl Drop for RemoveIfEmpty {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
     }
 }
