@@ -14,23 +14,13 @@ pub fn grade(runs: &Runs) -> Grade {
     let bytes = |run: &super::runs::Run| {
         run.ledger.totals.bytes as f64 / run.ledger.totals.handled.max(1) as f64
     };
-    let (exercise, bad, optimized) = (
-        per_task(&runs.exercise),
-        per_task(&runs.bad),
-        per_task(&runs.optimized),
-    );
+    let (exercise, bad, optimized) = runs.per_task(per_task);
     // Within a quarter of the way from the optimized worker to the bad one. What is left below
     // that line is small strings outgrowing their first allocation (`format!` with several
     // arguments): those are lesson 3's, and they go with its fix. Unsized buffers that grow
     // every task make up the rest, most of the bad worker's count.
     let threshold = optimized + ((bad - optimized) * 0.25).max(0.5);
-    let status = if exercise <= threshold {
-        Status::Fixed
-    } else if exercise < bad * 0.5 {
-        Status::Partial
-    } else {
-        Status::NotYet
-    };
+    let status = Status::from_figure(exercise, threshold, bad);
     let detail = format!(
         "{exercise:.1} reallocations per task (fixed at {threshold:.1} or fewer); {:.0} bytes \
          allocated per task (bad {:.0}, optimized {:.0})",

@@ -12,21 +12,11 @@ pub fn grade(runs: &Runs) -> Grade {
         totals.allocations.saturating_sub(totals.reallocations) as f64
             / totals.handled.max(1) as f64
     };
-    let (exercise, bad, optimized) = (
-        per_task(&runs.exercise),
-        per_task(&runs.bad),
-        per_task(&runs.optimized),
-    );
+    let (exercise, bad, optimized) = runs.per_task(per_task);
     // Within 2% of the way from the optimized worker to the bad one, and at least 4 per task
     // of slack: a buffer or two still made per task is not churn.
     let threshold = optimized + ((bad - optimized) * 0.02).max(4.0);
-    let status = if exercise <= threshold {
-        Status::Fixed
-    } else if exercise < bad * 0.5 {
-        Status::Partial
-    } else {
-        Status::NotYet
-    };
+    let status = Status::from_figure(exercise, threshold, bad);
     Grade {
         status,
         measured: "allocations per task (reallocations not counted)".to_owned(),

@@ -174,6 +174,30 @@ struct Report<'a> {
 /// Runs `lab check`: exit 0 when every requested lesson is fixed; 1 when one is not, when the
 /// worker's results cannot be graded, or (with the reason on stderr) when the check cannot run:
 /// an unknown lesson, code that does not compile. clap's own errors exit with 2.
+impl Runs {
+    /// One per-task figure of the learner's, the bad and the optimized worker, in that order.
+    fn per_task(&self, figure: impl Fn(&Run) -> f64) -> (f64, f64, f64) {
+        (
+            figure(&self.exercise),
+            figure(&self.bad),
+            figure(&self.optimized),
+        )
+    }
+}
+
+impl Status {
+    /// Fixed at or below `threshold`; partly fixed below half of the bad worker's figure.
+    fn from_figure(exercise: f64, threshold: f64, bad: f64) -> Status {
+        if exercise <= threshold {
+            Status::Fixed
+        } else if exercise < bad * 0.5 {
+            Status::Partial
+        } else {
+            Status::NotYet
+        }
+    }
+}
+
 pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
     let lessons = select(&args.lessons)?;
     let tree = Tree::locate(args.tree.as_deref())?;
