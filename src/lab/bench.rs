@@ -10,6 +10,7 @@
 //!   its turn, `/metrics` answering throughout, and the worker still stopping on SIGTERM.
 //! - what the runtime metrics (poll-time histogram, task monitors) cost the optimized worker
 //!   running flat out ([`runtime_metrics`]).
+//! - what lesson 5's lock costs a worker running flat out ([`contention`]).
 //! - whether observing the optimized worker changes its lesson metrics (see
 //!   [`observer_bench`](crate::lab::observer_bench)).
 //!
@@ -38,6 +39,8 @@ use crate::summary::bytes;
 use crate::task::{Generator, TaskSpec};
 use crate::{bad, runtime};
 
+pub mod contention;
+pub mod flat_out;
 pub mod runtime_metrics;
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +88,7 @@ pub struct BenchReport {
     pub leaked: LeakedTasks,
     pub storms: Vec<Storm>,
     pub runtime_metrics: runtime_metrics::RuntimeMetricsCost,
+    pub contention: contention::Contention,
     pub observer: crate::lab::observer_bench::ObserverEffect,
 }
 
@@ -184,6 +188,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
     storms.extend(leaked_storm);
     eprintln!("measuring the runtime metrics' cost on the optimized worker flat out...");
     let runtime_metrics = runtime_metrics::measure(data_size, round, ROUNDS)?;
+    eprintln!("measuring lesson 5 (contention) with each worker flat out...");
+    let contention = contention::measure(data_size, round, ROUNDS)?;
     eprintln!(
         "profiling and scraping a running worker-optimized ({} s CPU profile)...",
         args.observer_seconds
@@ -198,6 +204,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         leaked,
         storms,
         runtime_metrics,
+        contention,
         observer,
     };
     if args.json {
@@ -206,6 +213,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
     } else {
         print!("{}", table(&report));
         print!("{}", runtime_metrics::table(&report.runtime_metrics));
+        print!("{}", contention::table(&report.contention));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,23 +6,18 @@
 //! monitoring on and `/metrics` rendered every 2 s, as the lab's Prometheus scrapes. Rounds
 //! alternate between the two and the medians are compared.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::runtime::Runtime;
-use tokio_util::sync::CancellationToken;
 
+use super::flat_out::{self, SCRAPE_INTERVAL, median};
 use crate::alloc;
 use crate::kind::WorkerKind;
-use crate::metrics::Metrics;
 use crate::optimized::Optimized;
-use crate::pool::{self, Context, RunConfig};
+use crate::pool::RunConfig;
 use crate::runtime;
 use crate::runtime_metrics;
-
-/// The lab's Prometheus scrape interval (prometheus/prometheus.yml).
-const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Worker tasks, as the workers' default `--workers`.
 const WORKERS: usize = 10;
@@ -58,16 +53,7 @@ pub fn measure(
     round: Duration,
     rounds: u32,
 ) -> Result<RuntimeMetricsCost, String> {
-    let config = RunConfig {
-        tasks_per_round: 1_000_000_000,
-        workers: WORKERS,
-        data_size,
-        // The highest rate the flag accepts: the producer never waits for the clock, only for
-        // the bounded queue.
-        rate: 1_000_000,
-        seed: 42,
-        max_tasks: None,
-    };
+    let config = flat_out::config(data_size, WORKERS);
     let monitored = runtime::build(runtime::DEFAULT_THREADS).map_err(|e| e.to_string())?;
     let threads = monitored.metrics().num_workers();
     let plain = tokio::runtime::Builder::new_multi_thread()
@@ -138,40 +124,15 @@ pub fn measure(
 
 /// Runs the optimized pool on `rt` for `time`; returns tasks per second and tasks processed.
 fn run_flat_out(rt: &Runtime, config: &RunConfig, time: Duration, scrape: bool) -> (f64, u64) {
-    let metrics = Arc::new(Metrics::new(WorkerKind::Optimized, rt.handle().clone()));
-    let ctx = Arc::new(Context::new(
-        config.clone(),
-        Arc::clone(&metrics),
-        CancellationToken::new(),
-    ));
-    let strategy = Arc::new(Optimized::new(config));
-    let start = Instant::now();
-    let (processed, elapsed) = rt.block_on(async {
-        let run = tokio::spawn(pool::run(strategy, Arc::clone(&ctx)));
-        let scrapes = scrape.then(|| {
-            let metrics = Arc::clone(&metrics);
-            let stop = ctx.shutdown.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(SCRAPE_INTERVAL);
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        _ = tick.tick() => { std::hint::black_box(metrics.render()); }
-                    }
-                }
-            })
-        });
-        tokio::time::sleep(time).await;
-        // Counted when the time is up; the tasks still in flight are not.
-        let done = (metrics.processed_total(), start.elapsed());
-        ctx.shutdown.cancel();
-        let _ = run.await;
-        if let Some(scrapes) = scrapes {
-            let _ = scrapes.await;
-        }
-        done
-    });
-    (processed as f64 / elapsed.as_secs_f64(), processed)
+    let run = flat_out::run(
+        rt,
+        WorkerKind::Optimized,
+        Optimized::new(config),
+        config,
+        time,
+        scrape,
+    );
+    (run.tasks_per_second, run.processed)
 }
 
 /// Nanoseconds per poll of a task that yields 100,000 times, wrapped in the worker monitor or
@@ -190,11 +151,6 @@ fn nanos_per_poll(rt: &Runtime, monitored: bool) -> f64 {
     });
     runtime_metrics::set_task_monitoring(true);
     start.elapsed().as_nanos() as f64 / f64::from(POLLS)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The section of the `lab bench` table.
