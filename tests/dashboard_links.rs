@@ -231,6 +231,7 @@ fn every_data_link_opens_the_profile_of_the_worker_whose_line_was_clicked() {
         optimized: optimized.addr.port(),
         prometheus: free_port(),
         grafana: free_port(),
+        ..Ports::default()
     };
     let prometheus = Prometheus::start(&prometheus_binary, &ports);
     let expected: BTreeMap<&str, String> = [

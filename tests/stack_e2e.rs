@@ -363,6 +363,7 @@ fn ports_from([bad, optimized, prometheus, grafana]: [u16; 4]) -> Ports {
         optimized,
         prometheus,
         grafana,
+        ..Ports::default()
     }
 }
 
@@ -417,6 +418,7 @@ fn every_dashboard_panel_has_data_for_both_workers_and_shows_the_lessons() {
         optimized: optimized.addr.port(),
         prometheus: prometheus_port,
         grafana: grafana_port,
+        ..Ports::default()
     };
     let prometheus = Prometheus::start(&binary, &ports);
 
@@ -1144,6 +1146,36 @@ fn lab_demo_refuses_taken_ports_naming_the_port_and_the_flag() {
         ],
         "optimized port taken by a worker",
     );
+    // The learner's worker's port has a flag too (`--exercise-port`), and a taken one names it.
+    let mut exercise = vec![
+        "demo".to_owned(),
+        "--data-dir".to_owned(),
+        data.to_str().unwrap().to_owned(),
+        "--no-prometheus".to_owned(),
+        "--no-grafana".to_owned(),
+        "--exercise".to_owned(),
+        "--exercise-port".to_owned(),
+        held_port.to_string(),
+    ];
+    for (flag, port) in [
+        ("--bad-port", a),
+        ("--optimized-port", b),
+        ("--prometheus-port", c),
+        ("--grafana-port", d),
+    ] {
+        exercise.extend([flag.to_owned(), port.to_string()]);
+    }
+    let exercise: Vec<&str> = exercise.iter().map(String::as_str).collect();
+    let out = lab(&exercise, root.path(), None);
+    expect(
+        &out,
+        1,
+        &[
+            &format!("port {held_port} (worker-exercise) is already in use"),
+            "--exercise-port PORT",
+        ],
+        "exercise port taken",
+    );
     assert!(!data.exists(), "a refused demo created {}", data.display());
     drop(held);
 }
@@ -1217,6 +1249,25 @@ fn every_new_flag_rejects_bad_values_with_exit_2_naming_it() {
             &["--prometheus-port", "http"],
         ),
         (&["demo", "--grafana-port", "-1"], &["--grafana-port", "-1"]),
+        (
+            &["demo", "--exercise", "--exercise-port", "70000"],
+            &["--exercise-port", "70000", "1..=65535"],
+        ),
+        (
+            &["demo", "--exercise-port", "9193"],
+            &["--exercise-port", "--exercise"],
+        ),
+        (
+            &[
+                "demo",
+                "--exercise",
+                "--exercise-port",
+                "9300",
+                "--bad-port",
+                "9300",
+            ],
+            &["--bad-port", "--exercise-port", "9300", "a port of its own"],
+        ),
         (
             &["demo", "--bad-port", "9300", "--grafana-port", "9300"],
             &["--bad-port", "--grafana-port", "9300", "a port of its own"],

@@ -15,6 +15,7 @@
 //! [`panel_links`] lists the data links of its panels: what a click on a worker's line opens,
 //! resolved from that series' labels the way Grafana resolves `${__field.labels.NAME}`.
 
+use crate::kind::WorkerKind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -62,13 +63,21 @@ pub const HOST: &str = "127.0.0.1";
 /// `timeInterval` of 2 s, and `$__interval` about 1 s for 15 minutes across a screen.
 pub const GRAFANA_RATE_INTERVAL: &str = "8s";
 
-/// The ports of the four services.
+/// The ports of the services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ports {
     pub bad: u16,
     pub optimized: u16,
     pub prometheus: u16,
     pub grafana: u16,
+    /// The learner's worker, when `lab demo --exercise` runs it (absent from the state file of
+    /// a demo started before the flag existed: its default).
+    #[serde(default = "default_exercise_port")]
+    pub exercise: u16,
+}
+
+fn default_exercise_port() -> u16 {
+    WorkerKind::Exercise.default_port()
 }
 
 impl Default for Ports {
@@ -79,6 +88,7 @@ impl Default for Ports {
             optimized: 9091,
             prometheus: 9092,
             grafana: 3000,
+            exercise: default_exercise_port(),
         }
     }
 }
@@ -146,22 +156,29 @@ pub struct Configs {
 }
 
 /// The scrape job `lab demo --exercise` appends to `prometheus.yml`: the learner's worker on
-/// its default port, labelled `worker_type="exercise"` by the worker itself.
-pub const EXERCISE_JOB: &str = "
+/// `port` (`--exercise-port`), labelled `worker_type="exercise"` by the worker itself.
+pub fn exercise_job(port: u16) -> String {
+    format!(
+        "
   # The learner's worker (`lab demo --exercise`): src/exercise.rs, worker_type=\"exercise\".
   - job_name: worker-exercise
     metrics_path: /metrics
     static_configs:
-      - targets: [\"127.0.0.1:9093\"]
-";
+      - targets: [\"{HOST}:{port}\"]
+"
+    )
+}
 
-/// Appends [`EXERCISE_JOB`] to the `prometheus.yml` that [`write_configs`] wrote (its scrape
+/// Appends [`exercise_job`] to the `prometheus.yml` that [`write_configs`] wrote (its scrape
 /// jobs are the file's last list).
-pub fn add_exercise_job(configs: &Configs) -> Result<(), String> {
+pub fn add_exercise_job(configs: &Configs, port: u16) -> Result<(), String> {
     let path = &configs.prometheus_config;
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    write(path, &format!("{}\n{EXERCISE_JOB}", text.trim_end()))
+    write(
+        path,
+        &format!("{}\n{}", text.trim_end(), exercise_job(port)),
+    )
 }
 
 /// Writes the configs for `ports` under `config_dir` (absolute), with Grafana's own state in
@@ -519,6 +536,7 @@ mod tests {
             optimized: 9090,
             prometheus: 19092,
             grafana: 3000,
+            exercise: 9093,
         };
         let text = render_prometheus_config(PROMETHEUS_YML, &ports).unwrap();
         let bad = text.find("job_name: worker-bad").unwrap();
@@ -532,6 +550,27 @@ mod tests {
                 .unwrap_err()
                 .contains("exactly once")
         );
+    }
+
+    #[test]
+    fn the_exercise_job_scrapes_the_exercise_port() {
+        let dir = std::env::temp_dir().join(format!("lab-exercise-job-{}", std::process::id()));
+        let ports = Ports {
+            exercise: 9193,
+            ..Ports::default()
+        };
+        let configs = write_configs(&dir.join("config"), &dir.join("grafana"), &ports).unwrap();
+        add_exercise_job(&configs, ports.exercise).unwrap();
+        let text = std::fs::read_to_string(&configs.prometheus_config).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let job = text
+            .find("job_name: worker-exercise")
+            .expect("the job is added");
+        assert!(
+            text[job..].contains("targets: [\"127.0.0.1:9193\"]"),
+            "{text}"
+        );
+        assert!(!text.contains("127.0.0.1:9093"), "{text}");
     }
 
     #[test]

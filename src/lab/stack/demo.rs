@@ -57,8 +57,9 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         optimized: args.optimized_port,
         prometheus: args.prometheus_port,
         grafana: args.grafana_port,
+        exercise: args.exercise_port,
     };
-    if let Err(message) = distinct(&ports) {
+    if let Err(message) = distinct(&ports, args.exercise) {
         // A usage error, reported like clap's own: exit status 2.
         let _ = clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, message + "\n").print();
         return Ok(ExitCode::from(2));
@@ -84,7 +85,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let _lock = data.lock()?;
     let configs = config::write_configs(&data.config_dir(), &data.grafana_data(), &ports)?;
     if plan.services().contains(&Service::WorkerExercise) {
-        config::add_exercise_job(&configs)?;
+        config::add_exercise_job(&configs, ports.exercise)?;
     }
 
     say(&format!(
@@ -125,9 +126,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
 }
 
 /// Every service needs its own port, started or not: they all appear in configs and URLs.
-fn distinct(ports: &Ports) -> Result<(), String> {
-    for (i, a) in Service::ALL.iter().enumerate() {
-        for b in &Service::ALL[i + 1..] {
+fn distinct(ports: &Ports, exercise: bool) -> Result<(), String> {
+    let services: Vec<Service> = Service::ALL
+        .into_iter()
+        .chain(exercise.then_some(Service::WorkerExercise))
+        .collect();
+    for (i, a) in services.iter().enumerate() {
+        for b in &services[i + 1..] {
             if a.port(ports) == b.port(ports) {
                 return Err(format!(
                     "{} and {} are both {}: each service needs a port of its own",
@@ -267,12 +272,6 @@ fn check_port(service: Service, ports: &Ports, again: &str) -> Result<(), String
         Ok(_) => return Ok(()),
         Err(e) => e,
     };
-    if service == Service::WorkerExercise {
-        return Err(format!(
-            "cannot use port {port} for worker-exercise ({error}): `lab demo --exercise` runs it \
-             on its default port; stop what holds {port} (`worker-exercise` run by hand?)"
-        ));
-    }
     let flag = service.port_flag();
     if error.kind() != std::io::ErrorKind::AddrInUse {
         return Err(format!(

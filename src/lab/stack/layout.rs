@@ -68,8 +68,7 @@ impl Service {
             Service::WorkerOptimized => "--optimized-port",
             Service::Prometheus => "--prometheus-port",
             Service::Grafana => "--grafana-port",
-            // Fixed at its default port; `check_port` says so instead of naming a flag.
-            Service::WorkerExercise => "--exercise",
+            Service::WorkerExercise => "--exercise-port",
         }
     }
 
@@ -79,7 +78,7 @@ impl Service {
             Service::WorkerOptimized => ports.optimized,
             Service::Prometheus => ports.prometheus,
             Service::Grafana => ports.grafana,
-            Service::WorkerExercise => WorkerKind::Exercise.default_port(),
+            Service::WorkerExercise => ports.exercise,
         }
     }
 }

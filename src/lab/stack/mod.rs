@@ -80,10 +80,15 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR", value_parser = grafana_home, conflicts_with = "no_grafana")]
     pub grafana_homepath: Option<PathBuf>,
 
-    /// Also run your worker (src/exercise.rs, see `lab exercise start`) on 127.0.0.1:9093,
+    /// Also run your worker (src/exercise.rs, see `lab exercise start`) on --exercise-port,
     /// scraped as worker_type="exercise"
     #[arg(long)]
     pub exercise: bool,
+
+    /// Port of your worker, with --exercise
+    #[arg(long, value_name = "PORT", default_value_t = 9093, allow_negative_numbers = true,
+          value_parser = port_parser(), requires = "exercise")]
+    pub exercise_port: u16,
 
     /// Do not start Prometheus (run your own on --prometheus-port to keep the dashboard)
     #[arg(long)]
