@@ -22,9 +22,10 @@
 //! runtime. A seal that panics panics in the worker task that waits for it, as with
 //! `spawn_blocking`; the seal thread lives on.
 //!
-//! What it shows: the CPU profile has `task::seal` under `seal_threads::serve` on `seal` threads, never
-//! under `pool::work`; `worker_allocations_total` of the optimized worker stays flat however
-//! many tasks are sealed; tokio's blocking-pool metrics no longer move with the seals.
+//! What it shows: the CPU profile has `task::seal` under `seal_threads::serve` on `seal`
+//! threads, never under `pool::work`; `worker_allocations_total` of the optimized worker stays
+//! flat however many tasks are sealed; tokio's blocking-pool metrics no longer move with the
+//! seals.
 
 use std::any::Any;
 use std::num::NonZero;

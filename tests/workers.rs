@@ -107,10 +107,10 @@ fn optimized_worker_makes_no_allocations_per_task_after_warm_up() {
 }
 
 /// The whole process, not just `handle`: one task in ten is sealed off the runtime (lesson 4)
-/// and `/metrics` is scraped about ten times a second, and still the lesson's own allocation counter
-/// (`worker_allocations_total`, every thread) stays flat per task, while the scrapes'
-/// allocations show in the observer's counter instead. Before the seal threads, `spawn_blocking`
-/// made about 0.1 allocations per task here.
+/// and `/metrics` is scraped about ten times a second, and still the lesson's own allocation
+/// counter (`worker_allocations_total`, every thread) stays flat per task, while the scrapes'
+/// allocations show in the observer's counter instead. Before the seal threads,
+/// `spawn_blocking` made about 0.1 allocations per task here.
 #[test]
 fn optimized_worker_allocates_nothing_per_task_process_wide_with_seals_and_scrapes() {
     // One round for the whole test: lesson 1a's fix starts a reporter (a few allocations) per
