@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 use crate::optimized::{self, Handles, Reporter, WIDEST_VALUE};
 use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy, Tally};
 use crate::problems::{Problem, Problems};
+use crate::seal_threads;
 use crate::task::{self, BUCKETS, Operation, TaskError, TaskSpec};
 
 /// How often a round's progress reporter logs.
@@ -83,6 +84,8 @@ pub struct BadWorker {
     slowest: Option<Slowest>,
     /// This worker's own tally: only without `contention`.
     tally: Tally,
+    /// Where this worker's seals come back: only without `blocking`.
+    seal: seal_threads::Slot,
 }
 
 impl Strategy for Bad {
@@ -228,11 +231,11 @@ impl Strategy for Bad {
     // ratio, `worker_task_queue_delay_seconds`, p99 `worker_task_latency_seconds`, Prometheus'
     // `scrape_duration_seconds` for this worker; the CPU profile (`-peek 'task::seal'`) shows
     // `task::seal` called from `pool::work` on a runtime worker thread.
-    async fn seal(&self, digest: u64, data_size: usize) -> u64 {
+    async fn seal(&self, worker: &mut BadWorker, digest: u64, data_size: usize) -> u64 {
         if self.has(Problem::Blocking) {
             task::seal(digest, data_size)
         } else {
-            optimized::seal_off_runtime(digest, data_size).await
+            seal_threads::off_runtime(&mut worker.seal, digest, data_size).await
         }
     }
 

@@ -4,14 +4,18 @@
 //! 2. Capacity: buffers sized once per runtime thread and reused, cleared, for every task.
 //! 3. Allocation in hot paths: borrow instead of clone, write into reused buffers, resolve
 //!    metric handles once.
-//! 4. Blocking the runtime: the long CPU-bound step (sealing a result) runs on tokio's blocking
-//!    pool (`spawn_blocking`); the runtime threads stay free to poll other tasks.
+//! 4. Blocking the runtime: the long CPU-bound step (sealing a result) runs on threads of its
+//!    own (`seal_threads.rs`); the runtime threads stay free to poll other tasks.
+//!    `spawn_blocking` is the first fix, but it allocates per call; the seal threads' queue is
+//!    allocated once.
 //! 5. Lock contention: each worker keeps its own tally and merges it into the shared one once,
 //!    when it stops; the shared lock is taken once per worker, not once per task.
 //! 6. Overload: a bounded queue; when it stays full the producer sheds the task and counts it.
 //!
-//! In steady state a task makes no heap allocation at all; `worker_task_allocations_total`
-//! stays flat once the buffers have reached their size, and the tests hold it to that.
+//! In steady state a task makes no heap allocation at all, sealed or not:
+//! `worker_task_allocations_total` stays flat once the buffers have reached their size, and the
+//! process-wide `worker_allocations_total` grows only by the few allocations of each round's
+//! reporter (lesson 1a), a handful per thousand tasks. The tests hold both to that.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy, Tally};
+use crate::seal_threads;
 use crate::task::{self, BUCKETS, Operation, TaskError, TaskSpec, VALUE_RANGE};
 
 /// How often a round's progress reporter logs.
@@ -51,6 +56,8 @@ pub struct OptimizedWorker {
     slowest: Option<Slowest>,
     /// Lesson 5: this worker's own tally; merged into the run's when it stops.
     tally: Tally,
+    /// Lesson 4: where this worker's seals come back; made once, reused by every seal.
+    seal: seal_threads::Slot,
 }
 
 /// What a round leaves behind: its progress reporter and the token that stops it.
@@ -78,6 +85,7 @@ impl Strategy for Optimized {
             handles: Handles::resolve(&ctx.metrics),
             slowest: None,
             tally: Tally::default(),
+            seal: seal_threads::Slot::default(),
         }
     }
 
@@ -127,15 +135,23 @@ impl Strategy for Optimized {
     }
 
     // ---- Lesson 4: the long CPU-bound step off the runtime ------------------------------------
-    // tokio's blocking pool runs it on a thread of its own; this task waits for the result
-    // without holding a runtime thread, so the HTTP server and the other workers keep being
-    // polled. (For work that can be split, `tokio::task::yield_now` between pieces is the other
-    // fix; a seal is one long hash, so it moves.) Shows in: tokio's poll times and
-    // `worker_runtime_busy_seconds_total` staying low, `worker_task_queue_delay_seconds` and
-    // `/metrics` latency unaffected; the CPU profile shows `task::seal` under
-    // `tokio::runtime::blocking::pool`, not under `pool::work`.
-    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send {
-        seal_off_runtime(digest, data_size)
+    // A seal thread runs it (`seal_threads.rs`); this task waits for the result without
+    // holding a runtime thread, so the HTTP server and the other workers keep being polled.
+    // (For work that can be split, `tokio::task::yield_now` between pieces is the other fix; a
+    // seal is one long hash, so it moves.) `tokio::task::spawn_blocking` would move it too, but
+    // allocates a task per call; the seal threads' queue and this worker's slot are made once,
+    // so a sealed task allocates nothing (lesson 3's point, applied here). Shows in: tokio's
+    // poll times and `worker_runtime_busy_seconds_total` staying low,
+    // `worker_task_queue_delay_seconds` and `/metrics` latency unaffected,
+    // `worker_allocations_total` flat; the CPU profile shows `task::seal` under
+    // `seal_threads::serve` on a `seal` thread, not under `pool::work`.
+    fn seal(
+        &self,
+        worker: &mut OptimizedWorker,
+        digest: u64,
+        data_size: usize,
+    ) -> impl Future<Output = u64> + Send {
+        seal_threads::off_runtime(&mut worker.seal, digest, data_size)
     }
 
     fn finish_worker(&self, worker: OptimizedWorker, ctx: &Context) {
@@ -164,16 +180,6 @@ pub(crate) async fn stop_reporter((stop, reporter): Reporter) {
     stop.cancel();
     if let Err(err) = reporter.await {
         tracing::error!("progress reporter failed: {err}");
-    }
-}
-
-/// Lesson 4's fix: seals on the blocking pool and waits for it without holding a runtime thread.
-pub(crate) async fn seal_off_runtime(digest: u64, data_size: usize) -> u64 {
-    match tokio::task::spawn_blocking(move || task::seal(digest, data_size)).await {
-        Ok(sealed) => sealed,
-        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        // The runtime is shutting down and cancelled it before it started: finish it here.
-        Err(_) => task::seal(digest, data_size),
     }
 }
 

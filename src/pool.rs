@@ -176,8 +176,14 @@ pub trait Strategy: Send + Sync + Sized + 'static {
         ctx: &Arc<Context>,
     ) -> Result<u64, TaskError>;
 
-    /// Seals a result that asks for it (`task::seal`, lesson 4): a long CPU-bound step.
-    fn seal(&self, digest: u64, data_size: usize) -> impl Future<Output = u64> + Send;
+    /// Seals a result that asks for it (`task::seal`, lesson 4): a long CPU-bound step. It gets
+    /// the worker task's state for what a fix keeps from one seal to the next.
+    fn seal(
+        &self,
+        worker: &mut Self::Worker,
+        digest: u64,
+        data_size: usize,
+    ) -> impl Future<Output = u64> + Send;
 
     /// Called once when a worker task stops.
     fn finish_worker(&self, worker: Self::Worker, ctx: &Context);
@@ -588,7 +594,7 @@ pub async fn complete<S: Strategy>(
         Ok(digest) if task.sealed() => {
             // Timed poll by poll: the CPU the seal costs the thread this worker task runs on
             // (CPU time, so a loaded machine's preemptions do not count).
-            let mut seal = std::pin::pin!(strategy.seal(digest, ctx.config.data_size));
+            let mut seal = std::pin::pin!(strategy.seal(worker, digest, ctx.config.data_size));
             let mut polled = Duration::ZERO;
             let sealed = std::future::poll_fn(|cx| {
                 let started = thread_cpu_time();

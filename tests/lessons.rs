@@ -60,7 +60,7 @@ fn blocking_keeps_the_runtime_threads_busy_in_the_bad_worker_only() {
     std::thread::sleep(Duration::from_secs(8));
     let (bad1, opt1) = (bad.metrics(), optimized.metrics());
     // Time the runtime threads spent polling tasks, per task: the bad worker seals on them,
-    // the optimized one on the blocking pool, which this does not count. A loaded machine
+    // the optimized one on its seal threads, which this does not count. A loaded machine
     // stretches both alike, so the ratio holds where absolute times do not.
     let busy_per_task = |before: &str, after: &str| {
         let delta = |name| metric_value(after, name).unwrap() - metric_value(before, name).unwrap();
@@ -100,9 +100,9 @@ fn the_cpu_profile_shows_the_seal_on_a_runtime_thread_only_in_the_bad_worker() {
             !seals.is_empty(),
             "worker-{kind}: no sample in task::seal:\n{traces}"
         );
-        // Runtime threads are themselves started as blocking-pool tasks, so the pool's frames
-        // are in every stack; what tells them apart is the scheduler loop of a runtime thread
-        // polling tasks, absent from work handed to `spawn_blocking`.
+        // A runtime thread's stacks go through its scheduler loop polling tasks; the optimized
+        // worker's seal threads (`seal_threads::serve`) are threads of their own, not
+        // `spawn_blocking` tasks, and their stacks have no scheduler frame.
         let on_runtime = seals
             .iter()
             .filter(|t| {
@@ -110,19 +110,22 @@ fn the_cpu_profile_shows_the_seal_on_a_runtime_thread_only_in_the_bad_worker() {
                     && t.contains("profiling_lab::pool::work")
             })
             .count();
-        let on_blocking_pool = seals
+        let on_seal_threads = seals
             .iter()
-            .filter(|t| !t.contains("scheduler::multi_thread::worker"))
+            .filter(|t| {
+                !t.contains("scheduler::multi_thread::worker")
+                    && t.contains("profiling_lab::seal_threads::serve")
+            })
             .count();
         if kind == "bad" {
             assert!(
-                on_runtime > 0 && on_blocking_pool == 0,
-                "worker-bad: seal on runtime {on_runtime}, on blocking pool {on_blocking_pool}"
+                on_runtime > 0 && on_seal_threads == 0,
+                "worker-bad: seal on runtime {on_runtime}, on seal threads {on_seal_threads}"
             );
         } else {
             assert!(
-                on_runtime == 0 && on_blocking_pool > 0,
-                "worker-optimized: seal on runtime {on_runtime}, on blocking pool {on_blocking_pool}"
+                on_runtime == 0 && on_seal_threads > 0,
+                "worker-optimized: seal on runtime {on_runtime}, on seal threads {on_seal_threads}"
             );
         }
     }

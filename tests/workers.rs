@@ -106,6 +106,62 @@ fn optimized_worker_makes_no_allocations_per_task_after_warm_up() {
     );
 }
 
+/// The whole process, not just `handle`: one task in ten is sealed off the runtime (lesson 4)
+/// and `/metrics` is scraped about ten times a second, and still the lesson's own allocation
+/// counter (`worker_allocations_total`, every thread) stays flat per task, while the scrapes'
+/// allocations show in the observer's counter instead. Before the seal threads,
+/// `spawn_blocking` made about 0.1 allocations per task here.
+#[test]
+fn optimized_worker_allocates_nothing_per_task_process_wide_with_seals_and_scrapes() {
+    // One round for the whole test: lesson 1a's fix starts a reporter (a few allocations) per
+    // round, which is not what this measures.
+    let optimized = Worker::start(
+        "optimized",
+        &["--rate", "200", "--data-size", "500", "--tasks", "1000000"],
+    );
+    // Warm-up: buffers at their size, the seal threads started, every worker's slot made.
+    processed_at_least(&optimized, 200.0);
+    let read = |text: &str, name: &str| metric_value(text, name).unwrap();
+    let before = optimized.metrics();
+    let tasks0 = read(&before, "worker_tasks_processed_total");
+    // A count of tasks, scraped all along: a slow machine only takes longer.
+    let mut scrapes = 0;
+    let after = wait_for("1000 more tasks", PATIENCE, || {
+        let text = optimized.metrics();
+        scrapes += 1;
+        (read(&text, "worker_tasks_processed_total") >= tasks0 + 1000.0).then_some(text)
+    });
+    let tasks = read(&after, "worker_tasks_processed_total") - tasks0;
+    let delta = |name: &str| read(&after, name) - read(&before, name);
+    let allocations = delta("worker_allocations_total");
+    let per_task = allocations / tasks;
+    let observer = |text: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("worker_observer_allocations_total{")
+                    && l.contains("observer=\"metrics\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap()
+    };
+    let scrape_allocations = observer(&after) - observer(&before);
+    eprintln!(
+        "{tasks} tasks ({} sealed), {scrapes} scrapes: {allocations} lesson allocations \
+         ({per_task:.4} per task), {scrape_allocations} in the metrics observer",
+        (tasks / 10.0).floor()
+    );
+    // About 100 sealed tasks: at spawn_blocking's one allocation per seal this is 0.1.
+    assert!(
+        per_task < 0.02,
+        "worker-optimized made {allocations} allocations in {tasks} tasks ({per_task:.4} per \
+         task) with seals and scrapes"
+    );
+    assert!(
+        scrape_allocations >= scrapes as f64,
+        "the scrapes' own allocations are not in the observer's counter: {scrape_allocations}"
+    );
+}
+
 /// Every metric a dashboard panel or the guide names, with the series both workers must have.
 const METRICS: &[&str] = &[
     "worker_active_goroutines",
