@@ -23,6 +23,7 @@ use super::{DemoArgs, prometheus_api};
 use crate::client;
 use crate::kind::WorkerKind;
 use crate::lab::procs::{self, WorkerProcess};
+use crate::problems::{Problem, Problems};
 
 /// How long a service may take to stop after SIGTERM before it is killed. The workers need up
 /// to 5 s to finish open requests (a CPU profile, say).
@@ -190,6 +191,9 @@ impl Plan {
         }
 
         let mut notes = Vec::new();
+        if let Some(note) = load_note(args.problems, args.burst.is_some()) {
+            notes.push(note);
+        }
         let prometheus_url = format!("http://{HOST}:{}", args.prometheus_port);
         let prometheus = if args.no_prometheus {
             notes.push(format!(
@@ -263,6 +267,25 @@ impl Plan {
         services
     }
 }
+
+/// What to add when the problems shown need load the demo's rate does not give: lessons 5 and
+/// 6 are problems of a busy worker. At `--rate 200` a task arrives every 5 ms and takes a
+/// fraction of one, so two worker tasks rarely want the lock at once and no queue builds up.
+fn load_note(problems: Problems, burst: bool) -> Option<String> {
+    if burst || !(problems.has(Problem::Contention) || problems.has(Problem::Backlog)) {
+        return None;
+    }
+    Some(format!(
+        "lessons 5 (contention) and 6 (backlog) show under load: at this rate the workers are \
+         mostly idle, so the lock is rarely contended and no queue builds up. Add bursts, e.g. \
+         `--burst {BURST_HINT}` ({BURST_HINT_SAYS}); for lesson 6 the burst must exceed what a \
+         worker handles (`lab bench` prints it)"
+    ))
+}
+
+/// The burst [`load_note`] suggests, and what it means.
+const BURST_HINT: &str = "20x:10s/30s";
+const BURST_HINT_SAYS: &str = "20 times --rate for 10 s of every 30 s";
 
 /// Refuses a port something already listens on, saying what answers there when it can tell.
 fn check_port(service: Service, ports: &Ports, again: &str) -> Result<(), String> {
@@ -850,4 +873,33 @@ fn say(message: &str) {
 fn print(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_load_note_is_for_lessons_5_and_6_without_a_burst() {
+        let only = |problem| Problems::NONE.with(problem);
+        for problems in [
+            Problems::ALL,
+            only(Problem::Contention),
+            only(Problem::Backlog),
+        ] {
+            let note = load_note(problems, false).expect("a note");
+            assert!(note.contains("--burst 20x:10s/30s"), "{note}");
+            assert_eq!(load_note(problems, true), None, "a burst is already set");
+        }
+        for problem in [
+            Problem::Leak,
+            Problem::Capacity,
+            Problem::Churn,
+            Problem::Blocking,
+        ] {
+            assert_eq!(load_note(only(problem), false), None, "{}", problem.name());
+        }
+        // The suggestion is a burst the flag accepts.
+        assert!(crate::burst::Burst::parse(BURST_HINT).unwrap().is_some());
+    }
 }
