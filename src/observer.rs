@@ -44,6 +44,9 @@ pub enum Observer {
     /// The lock profile (`/debug/pprof/mutex`): stacks captured at contended call sites and
     /// their symbolization.
     MutexProfile,
+    /// tokio-console (`--console`): console-subscriber's layer in every poll, its aggregator and
+    /// gRPC server on their own thread (see [`crate::console`]).
+    Console,
 }
 
 impl Observer {
@@ -55,6 +58,7 @@ impl Observer {
         Observer::TaskProfile,
         Observer::Http,
         Observer::MutexProfile,
+        Observer::Console,
     ];
 
     /// The `observer` label value.
@@ -66,6 +70,7 @@ impl Observer {
             Observer::TaskProfile => "task_profile",
             Observer::Http => "http",
             Observer::MutexProfile => "mutex_profile",
+            Observer::Console => "console",
         }
     }
 
