@@ -195,7 +195,11 @@ mod tests {
         assert_eq!(probe.outside.load(Relaxed), 0);
         // Two callsites, two spans with enter and exit, a record, a follows-from, an event
         // (with its `enabled` and `event_enabled`), two closes.
-        assert!(probe.in_scope.load(Relaxed) >= 12, "{}", probe.in_scope.load(Relaxed));
+        assert!(
+            probe.in_scope.load(Relaxed) >= 12,
+            "{}",
+            probe.in_scope.load(Relaxed)
+        );
     }
 
     #[test]
