@@ -4,8 +4,10 @@
 //! in the middle of the workload's polls: a task's spawn allocates its console statistics (two
 //! poll-time histograms), each poll and wake records into them, and each event is queued for the
 //! console's aggregator. Without a scope all of that would be charged to the lesson. [`Scoped`]
-//! wraps the layer and enters [`crate::observer::scope`] around each call into it, so the
-//! allocations go to the observer's arena and counters and the CPU time to the observer.
+//! wraps the layer and enters [`crate::observer::brief_scope`] around each call into it, so the
+//! allocations go to the observer's arena and counters and the time to the observer's CPU. (A
+//! brief scope times the call with the monotonic clock: reading the thread's CPU clock, a system
+//! call, around each of several calls per poll would cost more than the calls.)
 //!
 //! It delegates every method of tracing-subscriber's `Layer` trait (0.3.23; the list is the one
 //! `Box<dyn Layer>` forwards), so the wrapped layer behaves exactly as if it were unwrapped:
@@ -35,7 +37,7 @@ impl<L> Scoped<L> {
     }
 
     fn run<T>(&self, f: impl FnOnce(&L) -> T) -> T {
-        observer::scope(self.observer, || f(&self.inner))
+        observer::brief_scope(self.observer, || f(&self.inner))
     }
 }
 
@@ -50,7 +52,7 @@ where
 
     fn on_layer(&mut self, subscriber: &mut S) {
         let observer = self.observer;
-        observer::scope(observer, || self.inner.on_layer(subscriber))
+        observer::brief_scope(observer, || self.inner.on_layer(subscriber))
     }
 
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
