@@ -96,8 +96,18 @@ fn serve(listener: TcpListener) -> Result<ConsoleLayer, String> {
                             return;
                         }
                     };
-                    let aggregate =
-                        tokio::spawn(observer::instrument(Observer::Console, aggregator.run()));
+                    // console-subscriber's aggregator drains the layer's events without
+                    // awaiting, through tokio's mpsc receiver, which stops at the task's coop
+                    // budget: 128 events per wake-up, one wake-up a second. The bad worker makes
+                    // far more (a spawn, a oneshot and its operations per task), so the console
+                    // fell seconds behind, further every second, and tokio-console dropped
+                    // finished tasks (kept 6 s) as soon as it heard of them: the audit helpers
+                    // never showed. Unconstrained, each wake-up drains everything queued. It is
+                    // the console's own thread and runtime: nothing of the workload waits on it.
+                    let aggregate = tokio::spawn(observer::instrument(
+                        Observer::Console,
+                        tokio::task::unconstrained(aggregator.run()),
+                    ));
                     let served = observer::instrument(
                         Observer::Console,
                         tonic::transport::Server::builder()
