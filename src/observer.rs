@@ -23,7 +23,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use crate::alloc::{self, AllocCounts};
 use crate::memory;
@@ -86,49 +85,75 @@ pub fn scope<T>(observer: Observer, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// [`scope`] for work too short and too frequent to read the thread's CPU clock around: a
-/// `tracing` layer's callbacks, several in every poll of every task (see
-/// [`crate::console`]). Allocations and heap samples are kept apart exactly as in [`scope`]; the
-/// CPU time charged is `f`'s wall-clock time on the monotonic clock, which is read in user space
-/// (vDSO, tens of ns) where the thread's CPU clock is a system call (about 0.3 µs natively,
-/// 2.5 µs measured in a sandbox). It equals the CPU time unless the thread is preempted inside
-/// `f`, so on a machine short of cores it can read a little high.
+/// [`scope`] for work too short and too frequent to read the thread's CPU clock around each
+/// time: a `tracing` layer's callbacks, dozens per task (see [`crate::console`]). Allocations
+/// and heap samples are kept apart exactly as in [`scope`]. The CPU time is sampled, as a
+/// profiler samples: one call in [`BRIEF_SAMPLING`], picked at random, is timed with the
+/// thread's CPU clock and counts for [`BRIEF_SAMPLING`] calls, an unbiased estimate at 1/64th
+/// of the clock's cost (a system call: about 0.3 µs natively, 2.5 µs measured in a sandbox,
+/// where reading it twice per callback would have cost more than the callbacks). The wall
+/// clock, cheap as it is, would not do: on a machine short of cores it counts the time the
+/// thread waits to run again, and read five times too high here. Inside another scope it is
+/// timed exactly, as [`scope`] is.
 pub fn brief_scope<T>(observer: Observer, f: impl FnOnce() -> T) -> T {
-    let previous = alloc::set_observer(Some(observer.index()));
-    let mark = CPU_MARK.with(|m| m.replace(IN_BRIEF));
-    let _entered = Brief {
-        observer,
-        previous,
-        mark,
-        // Nested in another brief scope: that one times the whole.
-        started: (mark != IN_BRIEF).then(Instant::now),
-    };
+    if alloc::observer().is_some() {
+        return scope(observer, f);
+    }
+    let _entered = Brief::enter(observer);
     f()
 }
 
-/// The CPU mark while a brief scope times the thread: a scope entered inside it then charges
-/// nothing to the brief scope's observer (`now - IN_BRIEF` saturates to 0), which charges itself.
-const IN_BRIEF: u64 = u64::MAX;
+/// One [`brief_scope`] in this many is timed.
+pub const BRIEF_SAMPLING: u64 = 64;
 
-/// An entered [`brief_scope`]; leaving restores the previous observer and charges the time.
+/// The CPU mark while an untimed brief scope runs: a scope entered inside it then charges
+/// nothing to the brief scope's observer (`now - UNTIMED` saturates to 0).
+const UNTIMED: u64 = u64::MAX;
+
+thread_local! {
+    /// xorshift32 state for picking the brief scopes to time; any non-zero seed will do.
+    static PICK: Cell<u32> = const { Cell::new(0x9E37_79B9) };
+}
+
+/// Whether to time this brief scope: true one time in [`BRIEF_SAMPLING`], at random (a fixed
+/// stride could fall in step with a pattern of calls, such as enter and exit alternating).
+fn pick() -> bool {
+    PICK.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        state.set(x);
+        u64::from(x) % BRIEF_SAMPLING == 0
+    })
+}
+
+/// An entered [`brief_scope`] (outside any other scope); leaving returns to the lesson and, if
+/// it was timed, charges its observer.
 struct Brief {
     observer: Observer,
-    previous: Option<usize>,
-    /// The CPU mark of the enclosing scope, if any.
-    mark: u64,
-    started: Option<Instant>,
+    timed: bool,
+}
+
+impl Brief {
+    fn enter(observer: Observer) -> Brief {
+        alloc::set_observer(Some(observer.index()));
+        let timed = pick();
+        let mark = if timed { thread_cpu_nanos() } else { UNTIMED };
+        CPU_MARK.with(|m| m.set(mark));
+        Brief { observer, timed }
+    }
 }
 
 impl Drop for Brief {
     fn drop(&mut self) {
-        alloc::set_observer(self.previous);
-        let Some(started) = self.started else {
-            return;
-        };
-        let nanos = started.elapsed().as_nanos() as u64;
-        CPU_NANOS[self.observer.index()].fetch_add(nanos, Relaxed);
-        // An enclosing scope's mark moves past this time, so it is not charged twice.
-        CPU_MARK.with(|m| m.set(self.mark.saturating_add(nanos)));
+        alloc::set_observer(None);
+        if self.timed {
+            let now = thread_cpu_nanos();
+            let mark = CPU_MARK.with(Cell::get);
+            CPU_NANOS[self.observer.index()]
+                .fetch_add(now.saturating_sub(mark) * BRIEF_SAMPLING, Relaxed);
+        }
     }
 }
 
@@ -227,7 +252,7 @@ fn charge(outgoing: Option<usize>) {
 
 /// The calling thread's CPU time. A system call on Linux (the vDSO serves only the wall
 /// clocks): about 0.3 µs natively, 2.5 µs measured in a sandbox; cheap next to the work a scope
-/// wraps, too dear for a `tracing` layer's callbacks (see [`brief_scope`]).
+/// wraps, too dear for every one of a `tracing` layer's callbacks (see [`brief_scope`]).
 fn thread_cpu_nanos() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -285,29 +310,36 @@ mod tests {
     }
 
     #[test]
-    fn brief_scopes_allocate_as_the_observer_and_charge_its_time() {
+    fn brief_scopes_allocate_as_the_observer_and_charge_a_sample_of_its_time() {
         let index = Observer::Console.index();
         let http = Observer::Http.index();
         let before = alloc::observer_counts(index);
         let cpu_before = CPU_NANOS[index].load(Relaxed);
         let http_before = CPU_NANOS[http].load(Relaxed);
-        let kept = brief_scope(Observer::Console, || {
-            assert_eq!(alloc::observer(), Some(index));
-            // Scopes nest either way, each restoring the one it was entered in.
-            let kept = scope(Observer::Http, || {
-                let kept = brief_scope(Observer::Console, || vec![3u8; 4096]);
-                assert_eq!(alloc::observer(), Some(http));
+        let mut kept = Vec::new();
+        // Enough calls that some are timed: about 2,000 / 64.
+        for _ in 0..2_000 {
+            kept.push(brief_scope(Observer::Console, || {
+                assert_eq!(alloc::observer(), Some(index));
+                // Scopes nest either way, each restoring the one it was entered in.
+                let kept = scope(Observer::Http, || {
+                    let kept = brief_scope(Observer::Console, || vec![3u8; 64]);
+                    assert_eq!(alloc::observer(), Some(http));
+                    kept
+                });
+                assert_eq!(alloc::observer(), Some(index));
                 kept
-            });
-            assert_eq!(alloc::observer(), Some(index));
-            kept
-        });
+            }));
+        }
         assert_eq!(alloc::observer(), None);
         let made = alloc::observer_counts(index).since(before);
-        assert!(made.allocations >= 1 && made.bytes >= 4096, "{made:?}");
+        assert!(
+            made.allocations >= 2_000 && made.bytes >= 2_000 * 64,
+            "{made:?}"
+        );
         assert!(CPU_NANOS[index].load(Relaxed) > cpu_before);
-        // The regular scope inside charged its own short time, not one measured from a stale
-        // mark (other tests charge Http concurrently, a few ms at most).
+        // The regular scope inside charged its own short time, never one measured from the
+        // mark of an untimed brief scope (other tests charge Http concurrently, ms at most).
         let http_charged = CPU_NANOS[http].load(Relaxed) - http_before;
         assert!(http_charged < 1_000_000_000, "{http_charged} ns");
         drop(kept);
