@@ -91,11 +91,11 @@ pub fn scope<T>(observer: Observer, f: impl FnOnce() -> T) -> T {
 /// and heap samples are kept apart exactly as in [`scope`]. The CPU time is sampled, as a
 /// profiler samples: one call in [`BRIEF_SAMPLING`], picked at random, is timed with the
 /// thread's CPU clock (less the clock's own cost) and counts for [`BRIEF_SAMPLING`] calls, an
-/// unbiased estimate at 1/64th of the clock's cost (a system call: about 0.3 µs natively, 2.5 µs measured in a sandbox,
-/// where reading it twice per callback would have cost more than the callbacks). The wall
-/// clock, cheap as it is, would not do: on a machine short of cores it counts the time the
-/// thread waits to run again, and read five times too high here. Inside another scope it is
-/// timed exactly, as [`scope`] is.
+/// estimate at 1/64th of the clock's cost (a system call, 2.5 µs measured in the lab's sandbox,
+/// where reading it twice per callback would cost more than the callbacks). The wall clock,
+/// cheap as it is, would not do: on a machine short of cores it also counts the time the thread
+/// waits to run again, and read several times too high there. Inside another scope it is timed
+/// exactly, as [`scope`] is.
 pub fn brief_scope<T>(observer: Observer, f: impl FnOnce() -> T) -> T {
     if alloc::observer().is_some() {
         return scope(observer, f);
@@ -130,7 +130,7 @@ fn pick() -> bool {
 }
 
 /// What two back-to-back readings of the thread's CPU clock differ by: the part of the system
-/// call that falls between the readings (about 0.5 µs in a sandbox), which a timed brief scope
+/// call that falls between the readings (0.5 µs in the lab's sandbox), which a timed brief scope
 /// would otherwise count, 64-fold, as the observer's. Measured once: the median of 31 pairs.
 fn clock_overhead() -> u64 {
     static OVERHEAD: OnceLock<u64> = OnceLock::new();
@@ -268,8 +268,8 @@ fn charge(outgoing: Option<usize>) {
 }
 
 /// The calling thread's CPU time. A system call on Linux (the vDSO serves only the wall
-/// clocks): about 0.3 µs natively, 2.5 µs measured in a sandbox; cheap next to the work a scope
-/// wraps, too dear for every one of a `tracing` layer's callbacks (see [`brief_scope`]).
+/// clocks), 2.5 µs measured in the lab's sandbox: cheap next to the work a scope wraps, too dear
+/// for every one of a `tracing` layer's callbacks (see [`brief_scope`]).
 fn thread_cpu_nanos() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
