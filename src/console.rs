@@ -15,7 +15,7 @@
 //! metrics, and their CPU time in `worker_observer_cpu_seconds_total{observer="console"}`. What
 //! is left in the lesson's figures is the `tracing` registry's slot for each live span (tokio
 //! asks the registry, not the layer, to store it), and the CPU of creating and entering the
-//! spans; the README gives both. It is why the console is off by default.
+//! spans; docs/MONITORING.md measures both. It is why the console is off by default.
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
