@@ -355,6 +355,49 @@ fn console_serves_tokio_console_protocol_with_the_workers_tasks() {
     worker.terminate();
 }
 
+/// Allocation calls of the lesson and of the console, and tasks processed, in one exposition.
+fn allocation_reading(exposition: &str) -> (f64, f64, f64) {
+    let sum = |name| series(exposition, name).iter().map(|(_, v)| v).sum::<f64>();
+    (
+        sum("worker_allocations_total"),
+        observer_value(exposition, "worker_observer_allocations_total", "console"),
+        sum("worker_tasks_processed_total"),
+    )
+}
+
+#[test]
+fn the_consoles_allocations_are_not_the_lessons() {
+    // The optimized worker's lesson is that it allocates nothing per task; the console makes
+    // dozens of allocations per task (its statistics, its events), which before they were kept
+    // apart showed as 62 per task in the lesson's own counter.
+    let worker = Worker::start("optimized", &["--console", "--console-addr", "127.0.0.1:0"]);
+    let reading = |at_least: f64| {
+        wait_for(
+            &format!("{at_least} tasks processed"),
+            Duration::from_secs(180),
+            || {
+                let reading = allocation_reading(&worker.metrics());
+                (reading.2 >= at_least).then_some(reading)
+            },
+        )
+    };
+    // From the 50th task, past the start-up's allocations, over 200 tasks.
+    let first = reading(50.0);
+    let second = reading(first.2 + 200.0);
+    let tasks = second.2 - first.2;
+    let lesson = (second.0 - first.0) / tasks;
+    let console = (second.1 - first.1) / tasks;
+    assert!(
+        lesson < 16.0,
+        "the optimized worker made {lesson:.1} allocations per task with --console"
+    );
+    assert!(
+        console > 16.0,
+        "the console made {console:.1} allocations per task"
+    );
+    worker.terminate();
+}
+
 /// Runs a worker binary expecting it to exit with `code` before serving; returns stderr.
 fn exits(kind: &str, args: &[&str], env: &[(&str, &str)], code: i32) -> String {
     let out = Command::new(worker_binary(kind))
