@@ -219,7 +219,7 @@ fn align_flags(layout: Layout) -> i32 {
 }
 
 /// Number of observers; [`crate::observer::Observer`] has one variant per index.
-pub const OBSERVERS: usize = 6;
+pub const OBSERVERS: usize = 7;
 const NO_ARENA: u32 = u32::MAX;
 /// Index + 1 of the observer whose scope the thread is in; 0 outside any scope.
 const LESSON: u8 = 0;

@@ -204,16 +204,38 @@ fn console_address(worker: &Worker) -> std::net::SocketAddr {
     )
 }
 
+/// The line of src/bad.rs that spawns the audit helpers (lesson 1's leak): tokio-console names
+/// tasks by their spawn location, which `#[track_caller]` carries through the lab's spawn
+/// functions to this line.
+fn audit_helper_spawn_line() -> u32 {
+    let source = std::fs::read_to_string(support::repo_root().join("src/bad.rs")).unwrap();
+    let index = source
+        .lines()
+        .position(|line| line.contains("pool::spawn_helper(audit_on_completion("))
+        .expect("src/bad.rs spawns audit_on_completion with pool::spawn_helper");
+    index as u32 + 1
+}
+
+/// `observer`'s series of `name`, summed.
+fn observer_value(exposition: &str, name: &str, observer: &str) -> f64 {
+    series(exposition, name)
+        .iter()
+        .filter(|(labels, _)| label(labels, "observer") == Some(observer))
+        .map(|(_, value)| value)
+        .sum()
+}
+
 #[test]
 fn console_serves_tokio_console_protocol_with_the_workers_tasks() {
     use console_api::instrument::InstrumentRequest;
     use console_api::instrument::instrument_client::InstrumentClient;
 
+    let helper_line = audit_helper_spawn_line();
     let worker = Worker::start(
         "bad",
         &[
             "--duration",
-            "120s",
+            "1h",
             "--console",
             "--console-addr",
             "127.0.0.1:0",
@@ -224,7 +246,9 @@ fn console_serves_tokio_console_protocol_with_the_workers_tasks() {
         .enable_all()
         .build()
         .unwrap();
-    let tasks = rt.block_on(async {
+    // What tokio-console reads: the tasks it lists (with their spawn locations) and the
+    // statistics that follow them (polls, busy time), update after update (one a second).
+    let (tasks, polled_helpers) = rt.block_on(async {
         let mut client = InstrumentClient::connect(format!("http://{addr}"))
             .await
             .unwrap_or_else(|e| panic!("cannot connect to tokio-console's port {addr}: {e}"));
@@ -233,38 +257,144 @@ fn console_serves_tokio_console_protocol_with_the_workers_tasks() {
             .await
             .expect("watch_updates")
             .into_inner();
-        // The first update carries every task the console knows; a few more let the workload's
-        // tasks appear if the first came early.
         let mut tasks = Vec::new();
-        for _ in 0..5 {
-            let update = tokio::time::timeout(Duration::from_secs(30), updates.message())
+        let mut helpers = std::collections::HashSet::new();
+        let mut polled_helpers = std::collections::HashSet::new();
+        // A bound on updates, not on time: a loaded machine only makes each one slower.
+        for _ in 0..120 {
+            let update = tokio::time::timeout(Duration::from_secs(60), updates.message())
                 .await
-                .expect("an update within 30 s")
+                .expect("an update within 60 s")
                 .expect("the stream stays open")
                 .expect("an update");
-            if let Some(task_update) = update.task_update {
-                tasks.extend(task_update.new_tasks);
+            let Some(task_update) = update.task_update else {
+                continue;
+            };
+            for task in task_update.new_tasks {
+                let location = task.location.as_ref();
+                let is_helper = location
+                    .and_then(|l| l.file.as_deref())
+                    .is_some_and(|f| f.ends_with("src/bad.rs"))
+                    && location.and_then(|l| l.line) == Some(helper_line);
+                if let (true, Some(id)) = (is_helper, &task.id) {
+                    helpers.insert(id.id);
+                }
+                tasks.push(task);
             }
-            if tasks.len() >= 3 {
+            polled_helpers.extend(
+                task_update
+                    .stats_update
+                    .iter()
+                    .filter(|(id, stats)| {
+                        helpers.contains(*id)
+                            && stats.poll_stats.as_ref().is_some_and(|p| p.polls > 0)
+                    })
+                    .map(|(id, _)| *id),
+            );
+            if polled_helpers.len() >= 3 {
                 break;
             }
         }
-        tasks
+        (tasks, polled_helpers.len())
     });
-    assert!(tasks.len() >= 3, "tokio-console saw {} tasks", tasks.len());
-    // Tasks carry their spawn location, which tokio-console shows.
+    // The audit helpers, named by their spawn site in src/bad.rs, with their polls counted:
+    // what a learner looks for in tokio-console's task list.
+    assert!(
+        polled_helpers >= 3,
+        "tokio-console saw {} tasks, {polled_helpers} polled audit helpers spawned at src/bad.rs:{helper_line}: {:?}",
+        tasks.len(),
+        tasks.iter().map(|t| &t.location).collect::<Vec<_>>()
+    );
+    // And the pool's worker tasks, spawned elsewhere in src/.
     assert!(
         tasks.iter().any(|t| t
             .location
             .as_ref()
             .and_then(|l| l.file.as_deref())
-            .is_some_and(|f| f.contains("src/"))),
-        "no task with a spawn location in src/: {tasks:?}"
+            .is_some_and(|f| f.contains("src/") && !f.ends_with("src/bad.rs"))),
+        "no task spawned outside src/bad.rs"
     );
-    // Without --console there is no console port.
-    let plain = Worker::start("optimized", &["--duration", "120s"]);
+
+    // The console is an observer: its memory (two poll-time histograms per task, kept five
+    // seconds after the task ends) is counted for it, not in the lesson's memory.
+    let metrics = wait_for(
+        "the console's memory in worker_observer_memory_bytes",
+        Duration::from_secs(120),
+        || {
+            let metrics = worker.metrics();
+            (observer_value(&metrics, "worker_observer_memory_bytes", "console")
+                >= (8 << 20) as f64)
+                .then_some(metrics)
+        },
+    );
+    let console = observer_value(&metrics, "worker_observer_memory_bytes", "console");
+    let lesson = series(&metrics, "worker_allocated_memory_bytes")[0].1;
+    assert!(
+        lesson * 2.0 < console,
+        "the console's memory ({console} bytes) shows in the lesson's ({lesson} bytes)"
+    );
+    for counter in [
+        "worker_observer_allocations_total",
+        "worker_observer_cpu_seconds_total",
+    ] {
+        assert!(
+            observer_value(&metrics, counter, "console") > 0.0,
+            "{counter}{{observer=\"console\"}} is 0"
+        );
+    }
+
+    // Without --console there is no console port, and no console cost.
+    let plain = Worker::start("optimized", &["--duration", "1h"]);
     assert!(!plain.log().contains("tokio-console"), "{}", plain.log());
+    let metrics = plain.metrics();
+    assert_eq!(
+        observer_value(&metrics, "worker_observer_allocations_total", "console"),
+        0.0
+    );
     plain.terminate();
+    worker.terminate();
+}
+
+/// Allocation calls of the lesson and of the console, and tasks processed, in one exposition.
+fn allocation_reading(exposition: &str) -> (f64, f64, f64) {
+    let sum = |name| series(exposition, name).iter().map(|(_, v)| v).sum::<f64>();
+    (
+        sum("worker_allocations_total"),
+        observer_value(exposition, "worker_observer_allocations_total", "console"),
+        sum("worker_tasks_processed_total"),
+    )
+}
+
+#[test]
+fn the_consoles_allocations_are_not_the_lessons() {
+    // The optimized worker's lesson is that it allocates nothing per task; the console makes
+    // dozens of allocations per task (its statistics, its events), which before they were kept
+    // apart showed as 62 per task in the lesson's own counter.
+    let worker = Worker::start("optimized", &["--console", "--console-addr", "127.0.0.1:0"]);
+    let reading = |at_least: f64| {
+        wait_for(
+            &format!("{at_least} tasks processed"),
+            Duration::from_secs(180),
+            || {
+                let reading = allocation_reading(&worker.metrics());
+                (reading.2 >= at_least).then_some(reading)
+            },
+        )
+    };
+    // From the 50th task, past the start-up's allocations, over 200 tasks.
+    let first = reading(50.0);
+    let second = reading(first.2 + 200.0);
+    let tasks = second.2 - first.2;
+    let lesson = (second.0 - first.0) / tasks;
+    let console = (second.1 - first.1) / tasks;
+    assert!(
+        lesson < 16.0,
+        "the optimized worker made {lesson:.1} allocations per task with --console"
+    );
+    assert!(
+        console > 16.0,
+        "the console made {console:.1} allocations per task"
+    );
     worker.terminate();
 }
 
