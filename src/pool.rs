@@ -296,7 +296,8 @@ pub struct Ledger {
     bytes: AtomicU64,
     reallocations: AtomicU64,
     /// Ids of the tasks a bounded queue shed (lesson 6): never handled, so `lab check` leaves
-    /// them out of the checksum it expects. The producer, not the strategy, records them.
+    /// them out of the checksum it expects. The producer, not the strategy, records them, and
+    /// only in a run of `--max-tasks`, which bounds them.
     rejected: Mutex<Vec<u64>>,
     /// Lesson 4: sealed tasks, and the time their seal future spent inside `poll` on the
     /// worker task's thread: the whole seal when it runs there, microseconds when it is
@@ -542,7 +543,11 @@ async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> R
                     ctx.ledger.observe_depth(metrics.tasks_in_queue.get());
                 }
                 Sent::Rejected => {
-                    ctx.ledger.reject(id);
+                    // Kept only for a run of `--max-tasks` (what `lab check` grades), so at most
+                    // that many: a worker shedding for days must not grow a list of what it shed.
+                    if config.max_tasks.is_some() {
+                        ctx.ledger.reject(id);
+                    }
                     metrics.tasks_in_queue.dec();
                     metrics.lessons.tasks_rejected.inc();
                     totals.tasks_rejected += 1;
