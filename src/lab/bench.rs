@@ -899,3 +899,14 @@ fn table(r: &BenchReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_render_time_of_a_server_timing_header() {
+        assert_eq!(render_millis("wait;dur=0.1, render;dur=52.3"), Some(52.3));
+        assert_eq!(render_millis("wait;dur=0.1"), None);
+    }
+}
