@@ -164,10 +164,10 @@ mod tests {
         // 1.5 GiB of address space for an observer, never touched: its last page lies in a
         // GiB-wide region jemalloc's radix tree has no leaf for yet, and a new leaf counts
         // 2 MiB in arena 0, a lesson arena.
-        let reserved: Vec<u8> = crate::observer::scope(
-            crate::observer::Observer::CpuProfile,
-            || Vec::with_capacity(3 << 29),
-        );
+        let reserved: Vec<u8> =
+            crate::observer::scope(crate::observer::Observer::CpuProfile, || {
+                Vec::with_capacity(3 << 29)
+            });
         let during = MemoryStats::read();
         let map_during = mibs.read_size(&mibs.metadata_rtree);
         drop(reserved);

@@ -1,16 +1,18 @@
-//! Observer work that must yield the CPU to the workload and to `/metrics`: a thread of its
-//! own, started on first use, running one job at a time in its observer's scope at a lower
-//! scheduling priority (nice [`NICE`]).
+//! Observer work on a thread of its own, started on first use, running one job at a time in
+//! its observer's scope.
 //!
-//! A task profile of 100,000 tasks is tens of milliseconds of CPU. A storm of them on a 2-core
-//! machine competed with the runtime's threads on equal terms, and `/metrics` answered in 68 ms
-//! at p99 while they ran. At nice 10 the kernel gives the profile about a tenth of a core that a
-//! runtime thread also wants, and all of an idle one: the profile is as fast as before on an
-//! idle machine, and the scrape comes first on a busy one.
+//! The task profile used tokio's blocking pool. A pool thread is started for a request when
+//! none is idle and exits after ten idle seconds; what a thread allocates as it starts (tokio's
+//! and std's thread-locals, the tracing registry's per-thread slab) happens before any observer
+//! scope, so it was the lesson's memory, and the threads came and went with the profiles. One
+//! long-lived thread, in the observer's scope from its first instruction, keeps all of it apart.
 //!
-//! tokio's blocking pool is not used for this: its threads also run the workload's
-//! `spawn_blocking` calls, and an unprivileged process may raise a thread's nice value but never
-//! lower it again, so a niced pool thread would slow the lesson afterwards.
+//! It runs at the normal priority, on purpose. At nice 10 a storm of task profiles on 100,000
+//! tasks made `/metrics` slower, not faster (p99 39 and 44 ms against 29 and 17 ms at nice 0,
+//! alternating runs on the same loaded machine; slowest scrape 140-167 ms against 32-38 ms):
+//! the profile locks the task registry's shards one at a time to copy them, and every new
+//! connection, `/metrics` scrapes included, registers in the registry; a low-priority thread
+//! preempted while holding a shard made the accept loop wait for it (priority inversion).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
@@ -19,12 +21,9 @@ use std::sync::mpsc;
 use crate::http::ApiError;
 use crate::observer::{self, Observer};
 
-/// The nice value of the thread: 0 is the default, 19 the lowest priority.
-pub const NICE: i32 = 10;
-
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A lazily started low-priority thread for one observer's work.
+/// A lazily started thread for one observer's work.
 pub struct Background {
     name: &'static str,
     observer: Observer,
@@ -41,8 +40,8 @@ impl Background {
     }
 
     /// Runs `work` on the thread, in the observer's scope, and waits for its result without
-    /// blocking the runtime. Falls back to tokio's blocking pool (at normal priority) if the
-    /// thread cannot be started. A panic in `work` is answered with a 500 and leaves the thread
+    /// blocking the runtime. Falls back to tokio's blocking pool if the thread cannot be
+    /// started. A panic in `work` is answered with a 500 and leaves the thread
     /// serving the next job.
     pub async fn run<T: Send + 'static>(
         &'static self,
@@ -65,7 +64,7 @@ impl Background {
             None => Some(job),
         };
         if let Some(job) = unsent {
-            // No thread (it could not be started): the blocking pool, at normal priority.
+            // No thread (it could not be started): the blocking pool.
             tokio::task::spawn_blocking(move || observer::scope(observer, job))
                 .await
                 .map_err(|e| ApiError::internal(self.name, e))?;
@@ -82,7 +81,6 @@ impl Background {
                 std::thread::Builder::new()
                     .name(self.name.to_owned())
                     .spawn(move || {
-                        lower_priority();
                         // Everything the thread allocates is the observer's, from its first job on.
                         observer::scope(observer, || {
                             for job in rx {
@@ -98,43 +96,25 @@ impl Background {
     }
 }
 
-/// Sets the calling thread's nice value to [`NICE`]. Linux schedules threads one by one, so this
-/// leaves the rest of the process alone; elsewhere `setpriority` would change the whole
-/// process, so nothing is done.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid has no preconditions; setpriority only reads its arguments. A failure
-        // (a seccomp filter, say) leaves the thread at normal priority, which is still correct.
-        let tid = unsafe { libc::gettid() };
-        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE) };
-        if result != 0 {
-            tracing::debug!(
-                "cannot lower the priority of the observer thread: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
     static TEST: Background = Background::new("background-test", Observer::TaskProfile);
 
     #[test]
-    fn runs_work_at_lower_priority_and_survives_a_panic() {
+    fn runs_work_in_the_observers_scope_and_survives_a_panic() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let nice = rt
+        let (name, observer) = rt
             .block_on(TEST.run(|| {
-                // SAFETY: reads the calling thread's nice value.
-                Ok(unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) })
+                let name = std::thread::current().name().map(str::to_owned);
+                Ok((name, crate::alloc::observer()))
             }))
             .unwrap();
-        assert_eq!(nice, NICE);
+        assert_eq!(name.as_deref(), Some("background-test"));
+        assert_eq!(observer, Some(Observer::TaskProfile as usize));
         let panicked = rt.block_on(TEST.run(|| -> Result<(), ApiError> { panic!("on purpose") }));
         assert_eq!(
             panicked.unwrap_err().status,

@@ -10,10 +10,9 @@
 //! It reads the registry, never tokio's task dumps, so it cannot wedge the runtime (see
 //! [`crate::tasks`]). One profile is made at a time: a request that finds another one running
 //! waits up to [`WAIT_FOR_TURN`], then gets 409 with a message saying so. Profiles are made on a
-//! thread of their own at a lower CPU priority ([`super::background`]), so that a storm of them
-//! does not slow `/metrics` or the workload; each response says in a `Server-Timing` header how
-//! long it waited for its turn and how long it took to make (`wait;dur=...,render;dur=...`, in
-//! milliseconds).
+//! thread of their own, in the task profile's observer scope ([`super::background`]); each
+//! response says in a `Server-Timing` header how long it waited for its turn and how long it
+//! took to make (`wait;dur=...,render;dur=...`, in milliseconds).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
