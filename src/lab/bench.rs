@@ -571,6 +571,10 @@ fn worker_storm(kind: WorkerKind, args: &BenchArgs) -> Result<Storm, String> {
     Ok(result)
 }
 
+/// One task-profile request of a storm: its debug level, milliseconds until the whole answer
+/// arrived, outcome (0 ok, 1 conflict, 2 other status, 3 hang) and the server's render time.
+type Answer = (usize, f64, u8, Option<f64>);
+
 /// Sends `args.profile_requests` task-profile requests to `base`, `args.profile_concurrency` at
 /// a time, cycling through `debug=0`, `1` and `2`, while another thread scrapes `/metrics`.
 fn storm(target: &str, base: &str, args: &BenchArgs) -> Storm {
@@ -590,9 +594,7 @@ fn storm(target: &str, base: &str, args: &BenchArgs) -> Storm {
         .unwrap_or(0);
     let next = AtomicU64::new(0);
     let done = AtomicBool::new(false);
-    // (debug level, milliseconds, outcome: 0 ok, 1 conflict, 2 other status, 3 hang,
-    // the server's render time)
-    let results: Mutex<Vec<(usize, f64, u8, Option<f64>)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<Answer>> = Mutex::new(Vec::new());
     let mut scrapes: Vec<f64> = Vec::new();
     let started = Instant::now();
     std::thread::scope(|scope| {
