@@ -225,7 +225,7 @@ const RUNTIME_METRICS: [(&str, &str, MetricType); 9] = [
     ),
     (
         "worker_resident_memory_bytes",
-        "Bytes in physically resident pages the allocator holds for the workload (jemalloc stats.resident minus the observers' arenas).",
+        "Bytes in physically resident pages the allocator holds for the workload (jemalloc stats.resident minus the observers' arenas and the allocator's radix tree of the address space).",
         MetricType::GAUGE,
     ),
     (
