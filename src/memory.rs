@@ -9,10 +9,9 @@
 //! `/metrics`, HTTP; see [`crate::observer`]) are subtracted, and read apart with
 //! [`observer_arenas`]. So is jemalloc's radix tree of the address space
 //! (`stats.metadata_rtree`): it is bookkeeping for every arena, counted in arena 0's (a
-//! lesson arena's) figures, and jemalloc counts 2 MiB for each GiB of address space it has
-//! ever mapped. The CPU profiler's 84 MB table, mapped in a fresh region, added one such leaf:
-//! `worker_resident_memory_bytes` rose by 2.3 MiB after a CPU profile although the lesson
-//! had not changed.
+//! lesson arena's) figures, and jemalloc counts 2 MiB for each leaf, one per GiB-wide region of
+//! address space it has mapped: an observer mapping a fresh region (the CPU profiler's 84 MB
+//! table, a large profile) would add 2 MiB to the lesson's resident memory.
 
 use std::sync::OnceLock;
 
