@@ -194,13 +194,18 @@ fn profiler_bytes(gzipped: &[u8]) -> Result<i64, String> {
         .sample
         .iter()
         .zip(&names)
-        .filter(|(_, stack)| {
-            stack
-                .iter()
-                .any(|n| PROFILER_FRAMES.iter().any(|p| n.contains(p)))
-        })
+        .filter(|(_, stack)| stack.iter().any(|name| is_profiler_frame(name)))
         .map(|(s, _)| s.value.get(index).copied().unwrap_or(0))
         .sum())
+}
+
+/// Whether a frame's function belongs to an observer. Matched at the start of the name (after
+/// `<` and `&` of a trait impl), not anywhere in it: every thread's stack holds std's
+/// `std::sys::backtrace::__rust_begin_short_backtrace`, which is not the backtrace crate, and
+/// matching it counted every sample as the profiler's.
+fn is_profiler_frame(name: &str) -> bool {
+    let name = name.trim_start_matches(['<', '&']);
+    PROFILER_FRAMES.iter().any(|p| name.starts_with(p))
 }
 
 /// The section of `lab bench`'s table.
@@ -281,4 +286,25 @@ pub fn table(e: &ObserverEffect) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiler_frames_are_crate_paths_not_substrings() {
+        assert!(is_profiler_frame(
+            "prometheus::registry::RegistryCore::register"
+        ));
+        assert!(is_profiler_frame(
+            "<profiling_lab::metrics::ProcessCollector as core::default::Default>::default"
+        ));
+        assert!(!is_profiler_frame(
+            "std::sys::backtrace::__rust_begin_short_backtrace"
+        ));
+        assert!(!is_profiler_frame(
+            "profiling_lab::optimized::Scratch::reserve"
+        ));
+    }
 }
