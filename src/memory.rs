@@ -7,7 +7,11 @@
 //!
 //! `allocated` and `resident` are the lesson's: the arenas of the observers (profilers,
 //! `/metrics`, HTTP; see [`crate::observer`]) are subtracted, and read apart with
-//! [`observer_arenas`].
+//! [`observer_arenas`]. So is jemalloc's radix tree of the address space
+//! (`stats.metadata_rtree`): it is bookkeeping for every arena, counted in arena 0's (a
+//! lesson arena's) figures, and jemalloc counts 2 MiB for each leaf, one per GiB-wide region of
+//! address space it has mapped: an observer mapping a fresh region (the CPU profiler's 84 MB
+//! table, a large profile) would add 2 MiB to the lesson's resident memory.
 
 use std::sync::OnceLock;
 
@@ -21,7 +25,7 @@ pub struct MemoryStats {
     /// Bytes in live allocations (`stats.allocated`), observers' arenas excluded.
     pub allocated: u64,
     /// Bytes in pages the allocator has touched and not returned (`stats.resident`),
-    /// observers' arenas excluded.
+    /// observers' arenas and the address-space radix tree (`stats.metadata_rtree`) excluded.
     pub resident: u64,
     /// Purge sweeps over dirty and muzzy pages, summed over all arenas.
     pub purges: u64,
@@ -38,9 +42,12 @@ impl MemoryStats {
         let observers = read_observer_arenas(mibs);
         let allocated = stats::allocated::read().map_or(0, |v| v as u64);
         let resident = stats::resident::read().map_or(0, |v| v as u64);
+        let rtree = mibs.read_size(&mibs.metadata_rtree);
         MemoryStats {
             allocated: allocated.saturating_sub(observers.iter().map(|a| a.allocated).sum::<u64>()),
-            resident: resident.saturating_sub(observers.iter().map(|a| a.resident).sum::<u64>()),
+            resident: resident
+                .saturating_sub(observers.iter().map(|a| a.resident).sum::<u64>())
+                .saturating_sub(rtree),
             purges: mibs.read(&mibs.dirty_npurge) + mibs.read(&mibs.muzzy_npurge),
         }
     }
@@ -87,6 +94,7 @@ fn arena_stat<const N: usize>(mib: &Option<[usize; N]>, arena: u32) -> u64 {
 }
 
 struct Mibs {
+    metadata_rtree: Option<[usize; 2]>,
     dirty_npurge: Option<[usize; 4]>,
     muzzy_npurge: Option<[usize; 4]>,
     small_allocated: Option<[usize; 5]>,
@@ -98,6 +106,7 @@ impl Mibs {
     fn get() -> &'static Mibs {
         static MIBS: OnceLock<Mibs> = OnceLock::new();
         MIBS.get_or_init(|| Mibs {
+            metadata_rtree: Self::lookup(b"stats.metadata_rtree\0"),
             dirty_npurge: Self::lookup(b"stats.arenas.4096.dirty_npurge\0"),
             muzzy_npurge: Self::lookup(b"stats.arenas.4096.muzzy_npurge\0"),
             small_allocated: Self::lookup(b"stats.arenas.0.small.allocated\0"),
@@ -109,6 +118,12 @@ impl Mibs {
     fn lookup<const N: usize>(name: &[u8]) -> Option<[usize; N]> {
         let mut mib = [0usize; N];
         raw::name_to_mib(name, &mut mib).ok().map(|()| mib)
+    }
+
+    fn read_size(&self, mib: &Option<[usize; 2]>) -> u64 {
+        // SAFETY: `stats.metadata_rtree` is a `size_t` statistic.
+        mib.and_then(|mib| unsafe { raw::read_mib::<usize>(&mib) }.ok())
+            .map_or(0, |v| v as u64)
     }
 
     fn read(&self, mib: &Option<[usize; 4]>) -> u64 {
@@ -124,6 +139,7 @@ mod tests {
 
     #[test]
     fn allocated_follows_a_large_allocation() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let before = MemoryStats::read();
         let block = vec![1u8; 64 << 20];
         let during = MemoryStats::read();
@@ -133,5 +149,31 @@ mod tests {
         );
         assert!(during.resident >= 60 << 20);
         drop(block);
+    }
+
+    /// The tests here read process-wide figures; one large allocation at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn the_address_space_map_is_not_lesson_memory() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let mibs = Mibs::get();
+        let before = MemoryStats::read();
+        let map_before = mibs.read_size(&mibs.metadata_rtree);
+        // 1.5 GiB of address space for an observer, never touched: its last page lies in a
+        // GiB-wide region jemalloc's radix tree has no leaf for yet, and a new leaf counts
+        // 2 MiB in arena 0, a lesson arena.
+        let reserved: Vec<u8> =
+            crate::observer::scope(crate::observer::Observer::CpuProfile, || {
+                Vec::with_capacity(3 << 29)
+            });
+        let during = MemoryStats::read();
+        let map_during = mibs.read_size(&mibs.metadata_rtree);
+        drop(reserved);
+        assert!(map_during >= map_before, "{map_before} -> {map_during}");
+        assert!(
+            during.resident < before.resident + (1 << 20),
+            "{before:?} -> {during:?} (radix tree {map_before} -> {map_during})"
+        );
     }
 }

@@ -61,7 +61,16 @@ pub struct Metrics {
 impl Metrics {
     /// Builds the registry for one worker. `runtime` is the tokio runtime whose tasks
     /// `worker_active_goroutines` counts.
+    ///
+    /// The registry is the `/metrics` instrument's own memory (about 100 KiB of descriptors,
+    /// series and label maps), so it is built in that observer's scope: otherwise it would stay
+    /// in the lesson's `worker_allocated_memory_bytes` and show as `prometheus::` frames in
+    /// every heap profile.
     pub fn new(kind: WorkerKind, runtime: Handle) -> Metrics {
+        observer::scope(Observer::Metrics, || Self::build(kind, runtime))
+    }
+
+    fn build(kind: WorkerKind, runtime: Handle) -> Metrics {
         let labels = HashMap::from([("worker_type".to_owned(), kind.label().to_owned())]);
         let registry = Registry::new_custom(None, Some(labels)).expect("static registry labels");
         let metrics = Metrics {
@@ -216,7 +225,7 @@ const RUNTIME_METRICS: [(&str, &str, MetricType); 9] = [
     ),
     (
         "worker_resident_memory_bytes",
-        "Bytes in physically resident pages the allocator holds for the workload (jemalloc stats.resident minus the observers' arenas).",
+        "Bytes in physically resident pages the allocator holds for the workload (jemalloc stats.resident minus the observers' arenas and the allocator's radix tree of the address space).",
         MetricType::GAUGE,
     ),
     (
@@ -573,19 +582,23 @@ impl LessonMetrics {
     }
 
     /// The handles of the lab lock named `lock`; its series exist from the first scrape on.
+    /// Creating a series allocates in the registry: the `/metrics` observer's memory.
     pub fn lock_stats(&self, lock: &str) -> LockStats {
-        LockStats {
+        observer::scope(Observer::Metrics, || LockStats {
             wait: self.lock_wait.with_label_values(&[lock]),
             acquisitions: self.lock_acquisitions.with_label_values(&[lock]),
-        }
+        })
     }
 
     /// Sets `worker_problem_enabled` for every problem.
     pub fn set_problems(&self, problems: Problems) {
-        for problem in Problem::ALL {
-            self.problem_enabled
-                .with_label_values(&[problem.name()])
-                .set(i64::from(problems.has(problem)));
-        }
+        // As in `lock_stats`: the series are the `/metrics` observer's memory.
+        observer::scope(Observer::Metrics, || {
+            for problem in Problem::ALL {
+                self.problem_enabled
+                    .with_label_values(&[problem.name()])
+                    .set(i64::from(problems.has(problem)));
+            }
+        })
     }
 }

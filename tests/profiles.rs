@@ -580,10 +580,51 @@ fn allocs_flamegraph_titles_name_worker_kind_duration_and_samples() {
     }
 }
 
+/// Frames of the instruments (profilers, symbolizers, `/metrics`, the observer scopes): none may
+/// appear anywhere in a stack of the heap profile. Matched at the start of a frame's name, so
+/// std's `std::sys::backtrace::...` thread entry is not taken for the backtrace crate.
+const OBSERVER_FRAMES: &[&str] = &[
+    "pprof::",
+    "backtrace::",
+    "gimli::",
+    "addr2line::",
+    "jemalloc_pprof::",
+    "pprof_util::",
+    "prometheus::",
+    "inferno::",
+    "profiling_lab::observer::",
+    "profiling_lab::pprof::",
+    "profiling_lab::metrics::",
+];
+
 #[test]
 fn profiling_does_not_move_the_lesson_metrics() {
     let Some(go) = require_go() else { return };
-    let worker = warmed_up("optimized");
+    // jemalloc samples one allocation per 4 KiB here instead of the lab's 512 KiB, so the heap
+    // profile sees every long-lived structure of a few KiB: an instrument that keeps memory
+    // outside its observer scope shows up on every run, not on one run in five.
+    let mut command = std::process::Command::new(support::worker_binary("optimized"));
+    command
+        .env("MALLOC_CONF", "lg_prof_sample:12")
+        .args(["--listen", "127.0.0.1:0", "--duration", "1h"])
+        .args(LOADED);
+    let worker = profiling_lab::lab::procs::WorkerProcess::spawn_command(
+        command,
+        profiling_lab::kind::WorkerKind::Optimized,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let get = |path: &str| {
+        let response = worker
+            .get(path, PATIENCE)
+            .unwrap_or_else(|e| panic!("{e}\n{}", worker.log()));
+        assert_eq!(response.status, 200, "{path}: {}", response.text());
+        response
+    };
+    wait_for("a thousand tasks", PATIENCE, || {
+        let metrics = get("/metrics").text();
+        (support::metric_value(&metrics, "worker_tasks_processed_total")? >= 1000.0).then_some(())
+    });
     let lesson = |metrics: &str| {
         [
             "worker_allocated_memory_bytes",
@@ -591,53 +632,57 @@ fn profiling_does_not_move_the_lesson_metrics() {
         ]
         .map(|name| support::metric_value(metrics, name).unwrap())
     };
-    let before = lesson(&worker.metrics());
-    let cpu = worker.get("/debug/pprof/profile?seconds=2");
-    assert_eq!(cpu.status, 200);
-    // The heap profile right after a CPU profile does not show the profiler.
-    let heap = go_pprof(
-        &go,
-        &["-top", "-nodecount=1000", &worker.url("/debug/pprof/heap")],
-    );
-    for row in heap.lines() {
-        // `flat flat% sum% cum cum% NAME`; std's `std::sys::backtrace::...` thread entry is
-        // not the backtrace crate, so match crate paths at the start of the name.
-        let name: Vec<&str> = row.split_whitespace().skip(5).collect();
-        let name = name.join(" ");
-        let name = name.trim_start_matches(['<', '&']);
-        for krate in [
-            "pprof::",
-            "backtrace::",
-            "gimli::",
-            "addr2line::",
-            "jemalloc_pprof::",
-            "pprof_util::",
-            "prometheus::",
-        ] {
-            assert!(
-                !name.starts_with(krate),
-                "profiler frame in the heap profile: {row}\n{heap}"
-            );
-        }
-    }
+    let before = lesson(&get("/metrics").text());
+    // The sequence: a CPU profile, a heap, an allocs and a task profile.
+    get("/debug/pprof/profile?seconds=3");
     for path in [
         "/debug/pprof/heap",
         "/debug/pprof/allocs",
         "/debug/pprof/goroutine",
+        "/debug/pprof/goroutine?debug=1",
+        "/debug/pprof/goroutine?debug=2",
     ] {
-        assert_eq!(worker.get(path).status, 200, "{path}");
+        get(path);
     }
-    let metrics = worker.metrics();
+    // Freed pages go back to the OS about a second after they are unused (dirty_decay_ms).
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = get("/metrics").text();
     let after = lesson(&metrics);
-    // Before the observers were kept apart, one CPU profile added about 85 MB to both; what
-    // moves now is the workload's own noise. 8 MiB is a wide margin for a loaded debug build.
-    for (i, name) in ["allocated", "resident"].iter().enumerate() {
+    // Before the observers were kept apart, one CPU profile added about 85 MB to both, and
+    // before the registry was built in the /metrics observer's scope, prometheus's ~100 KiB
+    // were the lesson's. The goal is under 64 KiB; the workload's own noise on a loaded debug
+    // build (a rejected-task ledger that grows, jemalloc's pages of threads that come and go)
+    // needs a wider margin, still far below what any profiler keeps.
+    let margins = [("allocated", 2.0), ("resident", 8.0)];
+    for (i, (name, mib)) in margins.iter().enumerate() {
         assert!(
-            (after[i] - before[i]).abs() < 8.0 * 1024.0 * 1024.0,
+            (after[i] - before[i]).abs() < mib * 1024.0 * 1024.0,
             "lesson {name} memory moved from {} to {} after profiling",
             before[i],
             after[i]
         );
+    }
+    // The heap profile afterwards holds no instrument's frame, anywhere in any stack.
+    let traces = go_pprof(
+        &go,
+        &[
+            "-traces",
+            "-sample_index=inuse_space",
+            &worker.url("/debug/pprof/heap"),
+        ],
+    );
+    assert!(traces.contains("-----------+"), "no stacks:\n{traces}");
+    for line in traces.lines() {
+        // A stack line is `   <bytes>   <leaf>` or `             <caller>`.
+        let line = line.trim_start();
+        let name = match line.split_once(char::is_whitespace) {
+            Some((size, rest)) if size.starts_with(|c: char| c.is_ascii_digit()) => rest,
+            _ => line,
+        };
+        let name = name.trim_start().trim_start_matches(['<', '&']);
+        if let Some(frame) = OBSERVER_FRAMES.iter().find(|f| name.starts_with(**f)) {
+            panic!("an instrument's frame ({frame}) in the heap profile: {line}\n{traces}");
+        }
     }
     // The profiler's memory is there, shown apart.
     let cpu_memory = observer_metric(&metrics, "worker_observer_memory_bytes", "cpu_profile");
@@ -651,6 +696,8 @@ fn profiling_does_not_move_the_lesson_metrics() {
         ) > 0.0
     );
     assert!(observer_metric(&metrics, "worker_observer_allocations_total", "metrics") > 0.0);
+    // The registry itself is the /metrics observer's memory.
+    assert!(observer_metric(&metrics, "worker_observer_memory_bytes", "metrics") > 10e3);
 }
 
 /// POSTs `body` to `url` (pprof's remote symbolization does this); returns status and text.

@@ -73,23 +73,68 @@ pub struct BenchArgs {
           value_parser = crate::cli::whole_number(1u64, 300))]
     pub observer_seconds: u64,
 
+    /// Measure only these sections (comma-separated); all of them by default
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Section::ALL)]
+    pub only: Vec<Section>,
+
     /// Print the figures as JSON instead of a table
     #[arg(long)]
     pub json: bool,
 }
 
+/// The sections of `lab bench`, which `--only` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Section {
+    /// What a task costs in each worker.
+    Tasks,
+    /// What the instrumentation costs the optimized worker.
+    Instrumentation,
+    /// `/metrics` and the task profile with `--leaked-tasks` leaked tasks.
+    Leaked,
+    /// Task-profile storms against both workers and against the server with the leaked tasks.
+    Storms,
+    /// What the runtime metrics cost the optimized worker running flat out.
+    RuntimeMetrics,
+    /// What lesson 5's lock costs a worker running flat out.
+    Contention,
+    /// Whether profiling and scraping the optimized worker moves its lesson metrics.
+    Observer,
+}
+
+impl Section {
+    pub const ALL: [Section; 7] = [
+        Section::Tasks,
+        Section::Instrumentation,
+        Section::Leaked,
+        Section::Storms,
+        Section::RuntimeMetrics,
+        Section::Contention,
+        Section::Observer,
+    ];
+}
+
+impl std::fmt::Display for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum as _;
+        let value = self.to_possible_value().expect("no section is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
 /// Everything `lab bench` measures.
 #[derive(Debug, Clone, Serialize)]
+/// Sections left out with `--only` are `None`.
 pub struct BenchReport {
     pub data_size: usize,
-    pub bad: TaskCost,
-    pub optimized: TaskCost,
-    pub instrumentation: Instrumentation,
-    pub leaked: LeakedTasks,
+    pub bad: Option<TaskCost>,
+    pub optimized: Option<TaskCost>,
+    pub instrumentation: Option<Instrumentation>,
+    pub leaked: Option<LeakedTasks>,
     pub storms: Vec<Storm>,
-    pub runtime_metrics: runtime_metrics::RuntimeMetricsCost,
-    pub contention: contention::Contention,
-    pub observer: crate::lab::observer_bench::ObserverEffect,
+    pub runtime_metrics: Option<runtime_metrics::RuntimeMetricsCost>,
+    pub contention: Option<contention::Contention>,
+    pub observer: Option<crate::lab::observer_bench::ObserverEffect>,
 }
 
 /// A storm of task-profile requests against one server, and what `/metrics` did meanwhile.
@@ -110,6 +155,10 @@ pub struct Storm {
     pub seconds: f64,
     /// Slowest request per `debug` level (0, 1, 2), milliseconds.
     pub slowest_millis: [f64; 3],
+    /// Slowest profile per `debug` level as the server made it (its `Server-Timing` render
+    /// time, without the wait for its turn or the transfer), milliseconds.
+    pub slowest_render_millis: [f64; 3],
+    pub render_p99_millis: f64,
     pub p50_millis: f64,
     pub p99_millis: f64,
     pub metrics_scrapes: u64,
@@ -165,18 +214,33 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let mut generator = Generator::new(42, data_size);
     let tasks: Vec<TaskSpec> = (0..DISTINCT_TASKS).map(|_| generator.next_task()).collect();
     let round = args.time_per_case / ROUNDS;
+    let wanted = |section| args.only.contains(&section);
 
-    eprintln!("measuring what a task costs in each worker...");
-    let (bad, optimized) = task_costs(&tasks, data_size, round);
-    eprintln!("measuring the instrumentation's cost...");
-    let instrumentation = instrumentation(&tasks, data_size, round)?;
-    eprintln!(
-        "leaking {} tasks and timing /metrics and the task profile...",
-        args.leaked_tasks
-    );
-    let (leaked, leaked_storm) = leaked_tasks(args.leaked_tasks, &args)?;
+    let (mut bad, mut optimized) = (None, None);
+    if wanted(Section::Tasks) {
+        eprintln!("measuring what a task costs in each worker...");
+        let (b, o) = task_costs(&tasks, data_size, round);
+        (bad, optimized) = (Some(b), Some(o));
+    }
+    let instrumentation = if wanted(Section::Instrumentation) {
+        eprintln!("measuring the instrumentation's cost...");
+        Some(instrumentation(&tasks, data_size, round)?)
+    } else {
+        None
+    };
+    let storming = wanted(Section::Storms) && args.profile_requests > 0;
+    let (leaked, leaked_storm) = if wanted(Section::Leaked) || storming {
+        eprintln!(
+            "leaking {} tasks and timing /metrics and the task profile...",
+            args.leaked_tasks
+        );
+        let (leaked, storm) = leaked_tasks(args.leaked_tasks, storming, &args)?;
+        (wanted(Section::Leaked).then_some(leaked), storm)
+    } else {
+        (None, None)
+    };
     let mut storms = Vec::new();
-    if args.profile_requests > 0 {
+    if storming {
         for kind in [WorkerKind::Bad, WorkerKind::Optimized] {
             eprintln!(
                 "{} task-profile requests against worker-{kind} at default settings...",
@@ -186,15 +250,27 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         }
     }
     storms.extend(leaked_storm);
-    eprintln!("measuring the runtime metrics' cost on the optimized worker flat out...");
-    let runtime_metrics = runtime_metrics::measure(data_size, round, ROUNDS)?;
-    eprintln!("measuring lesson 5 (contention) with each worker flat out...");
-    let contention = contention::measure(data_size, round, ROUNDS)?;
-    eprintln!(
-        "profiling and scraping a running worker-optimized ({} s CPU profile)...",
-        args.observer_seconds
-    );
-    let observer = crate::lab::observer_bench::measure(args.observer_seconds)?;
+    let runtime_metrics = if wanted(Section::RuntimeMetrics) {
+        eprintln!("measuring the runtime metrics' cost on the optimized worker flat out...");
+        Some(runtime_metrics::measure(data_size, round, ROUNDS)?)
+    } else {
+        None
+    };
+    let contention = if wanted(Section::Contention) {
+        eprintln!("measuring lesson 5 (contention) with each worker flat out...");
+        Some(contention::measure(data_size, round, ROUNDS)?)
+    } else {
+        None
+    };
+    let observer = if wanted(Section::Observer) {
+        eprintln!(
+            "profiling and scraping a running worker-optimized ({} s CPU profile)...",
+            args.observer_seconds
+        );
+        Some(crate::lab::observer_bench::measure(args.observer_seconds)?)
+    } else {
+        None
+    };
 
     let report = BenchReport {
         data_size,
@@ -212,8 +288,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         println!("{json}");
     } else {
         print!("{}", table(&report));
-        print!("{}", runtime_metrics::table(&report.runtime_metrics));
-        print!("{}", contention::table(&report.contention));
+        if let Some(cost) = &report.runtime_metrics {
+            print!("{}", runtime_metrics::table(cost));
+        }
+        if let Some(contention) = &report.contention {
+            print!("{}", contention::table(contention));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -359,7 +439,11 @@ fn instrumentation(
 /// Leaks `count` tasks the way the bad worker does (each waiting on a channel whose sender is
 /// kept but never used), then times `/metrics` and the task profile, and storms the workers'
 /// HTTP server with task-profile requests while they are there.
-fn leaked_tasks(count: u64, args: &BenchArgs) -> Result<(LeakedTasks, Option<Storm>), String> {
+fn leaked_tasks(
+    count: u64,
+    storming: bool,
+    args: &BenchArgs,
+) -> Result<(LeakedTasks, Option<Storm>), String> {
     let rt = runtime::build(runtime::DEFAULT_THREADS).map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new(WorkerKind::Bad, rt.handle().clone()));
     let before = MemoryStats::read().allocated;
@@ -399,7 +483,7 @@ fn leaked_tasks(count: u64, args: &BenchArgs) -> Result<(LeakedTasks, Option<Sto
     let every_task_text_millis = time(TaskFormat::EveryTask)?;
     let [plain_spawn_nanos, registered_spawn_nanos] = spawn_costs(&rt);
 
-    let storm = if args.profile_requests > 0 {
+    let storm = if storming {
         eprintln!(
             "{} task-profile requests against the workers' HTTP server with {count} leaked tasks...",
             args.profile_requests
@@ -504,6 +588,10 @@ fn worker_storm(kind: WorkerKind, args: &BenchArgs) -> Result<Storm, String> {
     Ok(result)
 }
 
+/// One task-profile request of a storm: its debug level, milliseconds until the whole answer
+/// arrived, outcome (0 ok, 1 conflict, 2 other status, 3 hang) and the server's render time.
+type Answer = (usize, f64, u8, Option<f64>);
+
 /// Sends `args.profile_requests` task-profile requests to `base`, `args.profile_concurrency` at
 /// a time, cycling through `debug=0`, `1` and `2`, while another thread scrapes `/metrics`.
 fn storm(target: &str, base: &str, args: &BenchArgs) -> Storm {
@@ -523,8 +611,7 @@ fn storm(target: &str, base: &str, args: &BenchArgs) -> Storm {
         .unwrap_or(0);
     let next = AtomicU64::new(0);
     let done = AtomicBool::new(false);
-    // (debug level, milliseconds, outcome: 0 ok, 1 conflict, 2 other status, 3 hang)
-    let results: Mutex<Vec<(usize, f64, u8)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<Answer>> = Mutex::new(Vec::new());
     let mut scrapes: Vec<f64> = Vec::new();
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -555,13 +642,13 @@ fn storm(target: &str, base: &str, args: &BenchArgs) -> Storm {
                         let debug = (i % 3) as usize;
                         let url = format!("{base}/debug/pprof/goroutine?debug={debug}");
                         let start = Instant::now();
-                        let outcome = match crate::client::get(&url, TIMEOUT) {
-                            Ok(r) if r.status == 200 => 0,
-                            Ok(r) if r.status == 409 => 1,
-                            Ok(_) => 2,
-                            Err(_) => 3,
+                        let (outcome, render) = match timed_get(&url, TIMEOUT) {
+                            Ok((200, render)) => (0, render),
+                            Ok((409, _)) => (1, None),
+                            Ok(_) => (2, None),
+                            Err(_) => (3, None),
                         };
-                        mine.push((debug, start.elapsed().as_secs_f64() * 1e3, outcome));
+                        mine.push((debug, start.elapsed().as_secs_f64() * 1e3, outcome, render));
                     }
                     results
                         .lock()
@@ -580,9 +667,13 @@ fn storm(target: &str, base: &str, args: &BenchArgs) -> Storm {
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     let count = |outcome| results.iter().filter(|r| r.2 == outcome).count() as u64;
     let mut slowest_millis = [0.0f64; 3];
-    for &(debug, millis, _) in &results {
+    let mut slowest_render_millis = [0.0f64; 3];
+    for &(debug, millis, _, render) in &results {
         slowest_millis[debug] = slowest_millis[debug].max(millis);
+        slowest_render_millis[debug] = slowest_render_millis[debug].max(render.unwrap_or(0.0));
     }
+    let mut renders: Vec<f64> = results.iter().filter_map(|r| r.3).collect();
+    renders.sort_by(f64::total_cmp);
     let mut times: Vec<f64> = results.iter().map(|r| r.1).collect();
     times.sort_by(f64::total_cmp);
     scrapes.sort_by(f64::total_cmp);
@@ -597,6 +688,8 @@ fn storm(target: &str, base: &str, args: &BenchArgs) -> Storm {
         hangs: count(3),
         seconds,
         slowest_millis,
+        slowest_render_millis,
+        render_p99_millis: quantile(&renders, 0.99),
         p50_millis: quantile(&times, 0.5),
         p99_millis: quantile(&times, 0.99),
         metrics_scrapes: scrapes.len() as u64,
@@ -604,6 +697,41 @@ fn storm(target: &str, base: &str, args: &BenchArgs) -> Storm {
         metrics_max_millis: scrapes.last().copied().unwrap_or(0.0),
         stopped_cleanly: None,
     }
+}
+
+/// GETs `url` and reads the whole body; returns the status and the `render` duration of the
+/// `Server-Timing` header (milliseconds), which task profiles send.
+fn timed_get(url: &str, timeout: Duration) -> Result<(u16, Option<f64>), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
+        .call()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let render = response
+        .headers()
+        .get(crate::pprof::tasks::SERVER_TIMING)
+        .and_then(|v| v.to_str().ok())
+        .and_then(render_millis);
+    response
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+    Ok((response.status().as_u16(), render))
+}
+
+/// The `render` entry's duration in a `Server-Timing` header: `wait;dur=0.1, render;dur=52.3`.
+fn render_millis(header: &str) -> Option<f64> {
+    header
+        .split(',')
+        .map(str::trim)
+        .find_map(|metric| metric.strip_prefix("render;dur="))
+        .and_then(|d| d.parse().ok())
 }
 
 /// The `q` quantile of sorted `values` (0 when empty).
@@ -634,101 +762,105 @@ fn table(r: &BenchReport) -> String {
         "lab bench: payloads of {} values, medians of {ROUNDS} alternating rounds",
         r.data_size
     );
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:<34}{:>14}{:>14}{:>20}",
-        "per task", "bad", "optimized", "bad/optimized"
-    );
-    let _ = writeln!(
-        out,
-        "{:<34}{:>14}{:>14}{:>20}",
-        "  CPU time (one thread)",
-        micros(r.bad.nanos_per_task),
-        micros(r.optimized.nanos_per_task),
-        ratio(r.bad.nanos_per_task, r.optimized.nanos_per_task)
-    );
-    let _ = writeln!(
-        out,
-        "{:<34}{:>14.1}{:>14.1}{:>20}",
-        "  heap allocations",
-        r.bad.allocations_per_task,
-        r.optimized.allocations_per_task,
-        ratio(r.bad.allocations_per_task, r.optimized.allocations_per_task)
-    );
-    let _ = writeln!(
-        out,
-        "{:<34}{:>14}{:>14}{:>20}",
-        "  bytes allocated",
-        bytes(r.bad.bytes_per_task as u64),
-        bytes(r.optimized.bytes_per_task as u64),
-        ratio(r.bad.bytes_per_task, r.optimized.bytes_per_task)
-    );
-    let i = &r.instrumentation;
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "instrumentation on the optimized worker (goal: at most 2%)"
-    );
-    let _ = writeln!(
-        out,
-        "  processing alone                {}/task",
-        micros(i.bare_nanos_per_task)
-    );
-    let _ = writeln!(
-        out,
-        "  as a worker handles it          {}/task ({:+.2}%: timing, metrics, allocation window)",
-        micros(i.instrumented_nanos_per_task),
-        i.overhead_percent
-    );
-    let _ = writeln!(
-        out,
-        "  counting allocator              {:.1} ns per alloc+free vs {:.1} ns for jemalloc alone",
-        i.counting_nanos_per_allocation, i.jemalloc_nanos_per_allocation
-    );
-    let _ = writeln!(
-        out,
-        "                                  (the optimized worker allocates nothing per task)"
-    );
-    let l = &r.leaked;
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "with {} leaked tasks (goals: /metrics under 1 ms, task profile under 1 s)",
-        l.tasks
-    );
-    let _ = writeln!(
-        out,
-        "  /metrics render                 {:.0} µs (median of 201, {})",
-        l.metrics_render_micros,
-        bytes(l.metrics_bytes as u64)
-    );
-    let _ = writeln!(
-        out,
-        "  task profile (goroutine)        {:.0} ms",
-        l.task_profile_millis
-    );
-    let _ = writeln!(
-        out,
-        "  grouped text (debug=1)          {:.0} ms",
-        l.task_text_millis
-    );
-    let _ = writeln!(
-        out,
-        "  every task as text (debug=2)    {:.0} ms",
-        l.every_task_text_millis
-    );
-    let _ = writeln!(
-        out,
-        "  spawn and join an empty task    {:.1} µs through the task registry, {:.1} µs with tokio::spawn",
-        l.registered_spawn_nanos / 1e3,
-        l.plain_spawn_nanos / 1e3
-    );
-    let _ = writeln!(
-        out,
-        "  memory per leaked task          {:.0} B (an idle task and its channel)",
-        l.bytes_per_leaked_task
-    );
+    if let (Some(bad), Some(optimized)) = (&r.bad, &r.optimized) {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<34}{:>14}{:>14}{:>20}",
+            "per task", "bad", "optimized", "bad/optimized"
+        );
+        let _ = writeln!(
+            out,
+            "{:<34}{:>14}{:>14}{:>20}",
+            "  CPU time (one thread)",
+            micros(bad.nanos_per_task),
+            micros(optimized.nanos_per_task),
+            ratio(bad.nanos_per_task, optimized.nanos_per_task)
+        );
+        let _ = writeln!(
+            out,
+            "{:<34}{:>14.1}{:>14.1}{:>20}",
+            "  heap allocations",
+            bad.allocations_per_task,
+            optimized.allocations_per_task,
+            ratio(bad.allocations_per_task, optimized.allocations_per_task)
+        );
+        let _ = writeln!(
+            out,
+            "{:<34}{:>14}{:>14}{:>20}",
+            "  bytes allocated",
+            bytes(bad.bytes_per_task as u64),
+            bytes(optimized.bytes_per_task as u64),
+            ratio(bad.bytes_per_task, optimized.bytes_per_task)
+        );
+    }
+    if let Some(i) = &r.instrumentation {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "instrumentation on the optimized worker (goal: at most 2%)"
+        );
+        let _ = writeln!(
+            out,
+            "  processing alone                {}/task",
+            micros(i.bare_nanos_per_task)
+        );
+        let _ = writeln!(
+            out,
+            "  as a worker handles it          {}/task ({:+.2}%: timing, metrics, allocation window)",
+            micros(i.instrumented_nanos_per_task),
+            i.overhead_percent
+        );
+        let _ = writeln!(
+            out,
+            "  counting allocator              {:.1} ns per alloc+free vs {:.1} ns for jemalloc alone",
+            i.counting_nanos_per_allocation, i.jemalloc_nanos_per_allocation
+        );
+        let _ = writeln!(
+            out,
+            "                                  (the optimized worker allocates nothing per task)"
+        );
+    }
+    if let Some(l) = &r.leaked {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "with {} leaked tasks (goals: /metrics under 1 ms, task profile under 1 s)",
+            l.tasks
+        );
+        let _ = writeln!(
+            out,
+            "  /metrics render                 {:.0} µs (median of 201, {})",
+            l.metrics_render_micros,
+            bytes(l.metrics_bytes as u64)
+        );
+        let _ = writeln!(
+            out,
+            "  task profile (goroutine)        {:.0} ms",
+            l.task_profile_millis
+        );
+        let _ = writeln!(
+            out,
+            "  grouped text (debug=1)          {:.0} ms",
+            l.task_text_millis
+        );
+        let _ = writeln!(
+            out,
+            "  every task as text (debug=2)    {:.0} ms",
+            l.every_task_text_millis
+        );
+        let _ = writeln!(
+            out,
+            "  spawn and join an empty task    {:.1} µs through the task registry, {:.1} µs with tokio::spawn",
+            l.registered_spawn_nanos / 1e3,
+            l.plain_spawn_nanos / 1e3
+        );
+        let _ = writeln!(
+            out,
+            "  memory per leaked task          {:.0} B (an idle task and its channel)",
+            l.bytes_per_leaked_task
+        );
+    }
     for storm in &r.storms {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -757,6 +889,14 @@ fn table(r: &BenchReport) -> String {
         );
         let _ = writeln!(
             out,
+            "  making each profile             p99 {:.1} ms; slowest debug=0 {:.0} ms, debug=1 {:.0} ms, debug=2 {:.0} ms (goal: under 1 s)",
+            storm.render_p99_millis,
+            storm.slowest_render_millis[0],
+            storm.slowest_render_millis[1],
+            storm.slowest_render_millis[2]
+        );
+        let _ = writeln!(
+            out,
             "  /metrics meanwhile              {} scrapes, p99 {:.1} ms, slowest {:.1} ms",
             storm.metrics_scrapes, storm.metrics_p99_millis, storm.metrics_max_millis
         );
@@ -772,7 +912,20 @@ fn table(r: &BenchReport) -> String {
             );
         }
     }
-    let _ = writeln!(out);
-    out.push_str(&crate::lab::observer_bench::table(&r.observer));
+    if let Some(observer) = &r.observer {
+        let _ = writeln!(out);
+        out.push_str(&crate::lab::observer_bench::table(observer));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_render_time_of_a_server_timing_header() {
+        assert_eq!(render_millis("wait;dur=0.1, render;dur=52.3"), Some(52.3));
+        assert_eq!(render_millis("wait;dur=0.1"), None);
+    }
 }

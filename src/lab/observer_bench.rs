@@ -61,13 +61,12 @@ pub struct ObserverEffect {
     pub observer_bytes_per_scrape: Vec<(String, f64)>,
 }
 
-const OBSERVERS: [&str; 5] = [
-    "metrics",
-    "cpu_profile",
-    "heap_profile",
-    "task_profile",
-    "http",
-];
+/// Every observer's label, as `/metrics` names them.
+fn observers() -> impl Iterator<Item = &'static str> {
+    crate::observer::Observer::ALL
+        .into_iter()
+        .map(|o| o.label())
+}
 
 /// Runs the measurement against `worker-optimized` found next to this program.
 pub fn measure(cpu_profile_seconds: u64) -> Result<ObserverEffect, String> {
@@ -121,11 +120,10 @@ fn measure_binary(binary: &Path, cpu_profile_seconds: u64) -> Result<ObserverEff
     let per_task =
         |name: &str| (value(&last, name) - value(&first, name)) / tasks_during_scrapes.max(1.0);
     let per_scrape = |name: &str| -> Vec<(String, f64)> {
-        OBSERVERS
-            .iter()
+        observers()
             .map(|o| {
                 let delta = observer(&last, name, o) - observer(&first, name, o);
-                ((*o).to_owned(), delta / scrapes as f64)
+                (o.to_owned(), delta / scrapes as f64)
             })
             .collect()
     };
@@ -156,11 +154,10 @@ fn measure_binary(binary: &Path, cpu_profile_seconds: u64) -> Result<ObserverEff
         allocated_bytes_delta: delta("worker_total_allocations_bytes"),
         tasks_during_profiles: delta("worker_tasks_processed_total"),
         profiler_bytes_in_heap_profile,
-        observer_memory_bytes: OBSERVERS
-            .iter()
+        observer_memory_bytes: observers()
             .map(|o| {
                 (
-                    (*o).to_owned(),
+                    o.to_owned(),
                     observer(&after, "worker_observer_memory_bytes", o),
                 )
             })
@@ -194,13 +191,18 @@ fn profiler_bytes(gzipped: &[u8]) -> Result<i64, String> {
         .sample
         .iter()
         .zip(&names)
-        .filter(|(_, stack)| {
-            stack
-                .iter()
-                .any(|n| PROFILER_FRAMES.iter().any(|p| n.contains(p)))
-        })
+        .filter(|(_, stack)| stack.iter().any(|name| is_profiler_frame(name)))
         .map(|(s, _)| s.value.get(index).copied().unwrap_or(0))
         .sum())
+}
+
+/// Whether a frame's function belongs to an observer. Matched at the start of the name (after
+/// `<` and `&` of a trait impl), not anywhere in it: every thread's stack holds std's
+/// `std::sys::backtrace::__rust_begin_short_backtrace`, which is not the backtrace crate, and
+/// matching it counted every sample as the profiler's.
+fn is_profiler_frame(name: &str) -> bool {
+    let name = name.trim_start_matches(['<', '&']);
+    PROFILER_FRAMES.iter().any(|p| name.starts_with(p))
 }
 
 /// The section of `lab bench`'s table.
@@ -281,4 +283,25 @@ pub fn table(e: &ObserverEffect) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiler_frames_are_crate_paths_not_substrings() {
+        assert!(is_profiler_frame(
+            "prometheus::registry::RegistryCore::register"
+        ));
+        assert!(is_profiler_frame(
+            "<profiling_lab::metrics::ProcessCollector as core::default::Default>::default"
+        ));
+        assert!(!is_profiler_frame(
+            "std::sys::backtrace::__rust_begin_short_backtrace"
+        ));
+        assert!(!is_profiler_frame(
+            "profiling_lab::optimized::Scratch::reserve"
+        ));
+    }
 }

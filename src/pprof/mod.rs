@@ -19,6 +19,7 @@
 //! No profile starts once the worker has begun to stop (503); one in progress ends early and
 //! answers with what it has. `HEAD` answers headers only and never makes a profile.
 
+pub mod background;
 pub mod cpu;
 pub mod encode;
 pub mod flame;

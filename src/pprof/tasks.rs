@@ -9,21 +9,25 @@
 //!
 //! It reads the registry, never tokio's task dumps, so it cannot wedge the runtime (see
 //! [`crate::tasks`]). One profile is made at a time: a request that finds another one running
-//! waits up to [`WAIT_FOR_TURN`], then gets 409 with a message saying so.
+//! waits up to [`WAIT_FOR_TURN`], then gets 409 with a message saying so. Profiles are made on a
+//! thread of their own, in the task profile's observer scope ([`super::background`]); each
+//! response says in a `Server-Timing` header how long it waited for its turn and how long it
+//! took to make (`wait;dur=...,render;dur=...`, in milliseconds).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::panic::Location;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{RawQuery, State};
-use axum::http::header;
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use pprof::protos;
 
 use crate::http::{ApiError, Params};
-use crate::observer::{self, Observer};
+use crate::observer::Observer;
 use crate::pprof::OneAtATime;
+use crate::pprof::background::Background;
 use crate::pprof::encode::{self, StringTable};
 use crate::server::AppState;
 use crate::tasks::{self, TaskInfo, TaskKind, TaskState};
@@ -51,6 +55,12 @@ pub enum TaskFormat {
 /// registry's locks are shared with the workload's spawns.
 static TURN: OneAtATime = OneAtATime::new();
 
+/// The thread task profiles are made on.
+static RENDERER: Background = Background::new("task-profile", Observer::TaskProfile);
+
+/// The header saying how long a task profile waited for its turn and took to make.
+pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
 /// `GET /debug/pprof/goroutine?debug=0|1|2` or `?seconds=N`.
 pub async fn handler(
     State(state): State<AppState>,
@@ -75,18 +85,38 @@ pub async fn handler(
     if seconds.is_some() {
         super::refuse_when_stopping(&state.stopping)?;
     }
+    let arrived = Instant::now();
     let _turn = TURN.turn("task profile").await?;
-    let body = match seconds {
-        None => blocking(move || render(format)).await?,
+    let wait = arrived.elapsed();
+    let rendering = Instant::now();
+    let (body, render) = match seconds {
+        None => (
+            RENDERER.run(move || render(format)).await?,
+            rendering.elapsed(),
+        ),
         Some(seconds) => {
-            let before = blocking(|| Ok(Counts::now())).await?;
-            let start = std::time::Instant::now();
+            let before = RENDERER.run(|| Ok(Counts::now())).await?;
+            let first = rendering.elapsed();
+            let start = Instant::now();
             super::sample_for(Duration::from_secs(seconds), &state.stopping).await;
             // Stopped early: the delta covers the seconds that passed, not those asked for.
             let seconds = start.elapsed().as_secs().clamp(1, seconds);
-            blocking(move || delta_profile(&before, &Counts::now(), seconds)).await?
+            let second = Instant::now();
+            let body = RENDERER
+                .run(move || delta_profile(&before, &Counts::now(), seconds))
+                .await?;
+            (body, first + second.elapsed())
         }
     };
+    let timing = (
+        SERVER_TIMING,
+        HeaderValue::from_str(&format!(
+            "wait;dur={:.1}, render;dur={:.1}",
+            wait.as_secs_f64() * 1e3,
+            render.as_secs_f64() * 1e3
+        ))
+        .expect("digits, letters and punctuation"),
+    );
     Ok(match format {
         TaskFormat::Profile => (
             [
@@ -96,21 +126,17 @@ pub async fn handler(
                     "attachment; filename=\"goroutine.pb.gz\"".to_owned(),
                 ),
             ],
+            [timing],
             body,
         )
             .into_response(),
-        _ => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response(),
+        _ => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            [timing],
+            body,
+        )
+            .into_response(),
     })
-}
-
-/// Runs task-profile work on the blocking pool, in the task profile's observer scope: its memory,
-/// allocations and CPU show in `worker_observer_*{observer="task_profile"}`, not the lesson's.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || observer::scope(Observer::TaskProfile, work))
-        .await
-        .map_err(|e| ApiError::internal("task profile", e))?
 }
 
 /// Renders the live tasks in `format`. Synchronous: run it off the runtime's threads.
@@ -359,20 +385,20 @@ fn grouped_text(groups: &[Group]) -> String {
     let _ = writeln!(out, "goroutine profile: total {}", total(groups));
     for group in groups {
         let key = &group.key;
-        let polls = if group.fewest_polls == group.most_polls {
-            times(group.most_polls)
-        } else {
-            format!("{} to {} times", group.fewest_polls, group.most_polls)
-        };
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "{} @ {} {}, age {} to {}, polled {polls}",
+            "{} @ {} {}, age {} to {}, polled ",
             group.count,
             key.kind,
             key.state.label(),
-            age(group.youngest),
-            age(group.oldest),
+            Age(group.youngest),
+            Age(group.oldest),
         );
+        let _ = if group.fewest_polls == group.most_polls {
+            writeln!(out, "{}", Times(group.most_polls))
+        } else {
+            writeln!(out, "{} to {} times", group.fewest_polls, group.most_polls)
+        };
         let _ = writeln!(
             out,
             "# labels: {{\"kind\":\"{}\", \"state\":\"{}\"}}",
@@ -388,27 +414,32 @@ fn grouped_text(groups: &[Group]) -> String {
 
 /// Go's `debug=2` layout: every task, oldest first, with its function and where it was created.
 /// As in Go, a task idle for a minute or more says for how long.
+///
+/// Written straight into one buffer, with no allocation per task: with 100,000 tasks this is
+/// the largest profile the lab makes (about 20 MB), and observer allocations bypass jemalloc's
+/// thread cache (see [`crate::alloc`]), so each one costs a locked trip to the arena.
 fn every_task_text(mut tasks: Vec<TaskInfo>) -> String {
     tasks.sort_unstable_by_key(|t| t.id);
     let mut out = String::with_capacity(200 * tasks.len());
     for task in &tasks {
         let minutes = task.idle_for.as_secs() / 60;
-        let waited = match (task.state, minutes) {
-            (TaskState::Idle, 1) => ", 1 minute".to_owned(),
-            (TaskState::Idle, m) if m > 1 => format!(", {m} minutes"),
-            _ => String::new(),
-        };
         let site = task.spawned_at;
+        let _ = write!(out, "goroutine {} [{}", task.id, task.state.label());
+        let _ = match (task.state, minutes) {
+            (TaskState::Idle, 1) => write!(out, ", 1 minute"),
+            (TaskState::Idle, m) if m > 1 => write!(out, ", {m} minutes"),
+            _ => Ok(()),
+        };
         let _ = write!(
             out,
-            "goroutine {} [{}{waited}]:\n{}(...)\n\t{} task, age {}, polled {}\n{}\n\t{}:{}\n\n",
-            task.id,
-            task.state.label(),
+            "]:\n{}(...)\n\t{} task, age {}, polled {}\ncreated by {}:{}:{}\n\t{}:{}\n\n",
             task.function(),
             task.kind,
-            age(task.age),
-            times(task.polls),
-            created_by(site),
+            Age(task.age),
+            Times(task.polls),
+            site.file(),
+            site.line(),
+            site.column(),
             site.file(),
             site.line(),
         );
@@ -417,24 +448,32 @@ fn every_task_text(mut tasks: Vec<TaskInfo>) -> String {
 }
 
 /// `1 time`, `3 times`.
-fn times(n: u64) -> String {
-    if n == 1 {
-        "1 time".to_owned()
-    } else {
-        format!("{n} times")
+struct Times(u64);
+
+impl std::fmt::Display for Times {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            1 => f.write_str("1 time"),
+            n => write!(f, "{n} times"),
+        }
     }
 }
 
 /// A task's age for a person: `850ms`, `12.3s`, `4m12s`.
-fn age(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 1.0 {
-        format!("{}ms", d.as_millis())
-    } else if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else {
-        let whole = d.as_secs();
-        format!("{}m{:02}s", whole / 60, whole % 60)
+struct Age(Duration);
+
+impl std::fmt::Display for Age {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        let secs = d.as_secs_f64();
+        if secs < 1.0 {
+            write!(f, "{}ms", d.as_millis())
+        } else if secs < 60.0 {
+            write!(f, "{secs:.1}s")
+        } else {
+            let whole = d.as_secs();
+            write!(f, "{}m{:02}s", whole / 60, whole % 60)
+        }
     }
 }
 
@@ -444,9 +483,11 @@ mod tests {
 
     #[test]
     fn ages_read_like_durations() {
-        assert_eq!(age(Duration::from_millis(850)), "850ms");
-        assert_eq!(age(Duration::from_millis(12_340)), "12.3s");
-        assert_eq!(age(Duration::from_secs(252)), "4m12s");
+        assert_eq!(Age(Duration::from_millis(850)).to_string(), "850ms");
+        assert_eq!(Age(Duration::from_millis(12_340)).to_string(), "12.3s");
+        assert_eq!(Age(Duration::from_secs(252)).to_string(), "4m12s");
+        assert_eq!(Times(1).to_string(), "1 time");
+        assert_eq!(Times(3).to_string(), "3 times");
     }
 
     #[test]
