@@ -109,9 +109,44 @@ pub fn draw(
     Ok(Some(svg))
 }
 
+/// A flame graph with no frames: `title`, and `note` saying why nothing was drawn. A dashboard
+/// link to a worker that did nothing worth drawing (the optimized worker's allocations) opens
+/// this instead of an error: an empty graph is that worker's lesson.
+pub fn empty(title: &str, note: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n\
+         <svg version=\"1.1\" width=\"1200\" height=\"120\" xmlns=\"http://www.w3.org/2000/svg\">\n\
+         <rect x=\"0\" y=\"0\" width=\"100%\" height=\"100%\" fill=\"#eeeeee\"/>\n\
+         <text x=\"600\" y=\"30\" text-anchor=\"middle\" font-family=\"Verdana\" font-size=\"17\">{}</text>\n\
+         <text x=\"600\" y=\"70\" text-anchor=\"middle\" font-family=\"Verdana\" font-size=\"12\">{}</text>\n\
+         </svg>\n",
+        xml_escape(title),
+        xml_escape(note)
+    )
+    .into_bytes()
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_graph_is_svg_with_its_title_and_note_escaped() {
+        let svg = String::from_utf8(empty("a <b> & c", "nothing \"sampled\"")).unwrap();
+        assert!(
+            svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+        assert!(svg.contains("a &lt;b&gt; &amp; c"), "{svg}");
+        assert!(svg.contains("nothing &quot;sampled&quot;"), "{svg}");
+    }
 
     #[test]
     fn runtime_frames_are_trimmed_from_the_root_only() {
