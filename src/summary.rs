@@ -13,6 +13,8 @@ use crate::pool::{RunTotals, Slowest};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     DurationElapsed,
+    /// `--max-tasks` were produced and handled: the run ended by itself.
+    MaxTasksDone,
     Interrupted,
     Terminated,
 }
@@ -21,6 +23,7 @@ impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             StopReason::DurationElapsed => "--duration elapsed",
+            StopReason::MaxTasksDone => "--max-tasks handled",
             StopReason::Interrupted => "interrupted (Ctrl-C)",
             StopReason::Terminated => "terminated (SIGTERM)",
         })

@@ -267,9 +267,9 @@ async fn drive<S: Strategy>(
     tokio::pin!(run);
     let reason = tokio::select! {
         reason = shutdown.wait(duration) => reason,
-        // The pool only returns once shut down; if it ever returns early, report it as done.
+        // The pool returns by itself only when `--max-tasks` were produced and handled.
         totals = &mut run => {
-            return (Some(totals), crate::summary::StopReason::DurationElapsed, strategy);
+            return (Some(totals), crate::summary::StopReason::MaxTasksDone, strategy);
         }
     };
     if reason == crate::summary::StopReason::DurationElapsed {

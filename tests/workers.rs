@@ -747,3 +747,12 @@ fn a_third_signal_exits_without_leaving_a_half_written_profile() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_run_of_max_tasks_says_it_ended_by_itself() {
+    let worker = Worker::start("optimized", &["--max-tasks", "50", "--duration", "10m"]);
+    let (status, out) = worker.wait();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("(--max-tasks handled)"), "{out}");
+    assert!(!out.contains("--duration elapsed"), "{out}");
+}
