@@ -10,6 +10,8 @@ use ureq::Agent;
 pub struct Response {
     pub status: u16,
     pub content_type: String,
+    /// The `Server-Timing` header, which task profiles send (empty without one).
+    pub server_timing: String,
     pub body: Vec<u8>,
 }
 
@@ -31,12 +33,16 @@ pub fn get(url: &str, timeout: Duration) -> Result<Response, String> {
         .get(url)
         .call()
         .map_err(|e| format!("GET {url}: {e}"))?;
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let content_type = header("content-type");
+    let server_timing = header("server-timing");
     let body = response
         .body_mut()
         .with_config()
@@ -46,6 +52,7 @@ pub fn get(url: &str, timeout: Duration) -> Result<Response, String> {
     Ok(Response {
         status: response.status().as_u16(),
         content_type,
+        server_timing,
         body,
     })
 }

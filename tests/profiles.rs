@@ -581,21 +581,8 @@ fn allocs_flamegraph_titles_name_worker_kind_duration_and_samples() {
 }
 
 /// Frames of the instruments (profilers, symbolizers, `/metrics`, the observer scopes): none may
-/// appear anywhere in a stack of the heap profile. Matched at the start of a frame's name, so
-/// std's `std::sys::backtrace::...` thread entry is not taken for the backtrace crate.
-const OBSERVER_FRAMES: &[&str] = &[
-    "pprof::",
-    "backtrace::",
-    "gimli::",
-    "addr2line::",
-    "jemalloc_pprof::",
-    "pprof_util::",
-    "prometheus::",
-    "inferno::",
-    "profiling_lab::observer::",
-    "profiling_lab::pprof::",
-    "profiling_lab::metrics::",
-];
+/// appear anywhere in a stack of the heap profile.
+const OBSERVER_FRAMES: &[&str] = profiling_lab::lab::observer_bench::PROFILER_FRAMES;
 
 #[test]
 fn profiling_does_not_move_the_lesson_metrics() {
@@ -711,6 +698,7 @@ fn post(url: &str, body: &[u8]) -> support::Response {
     support::Response {
         status: response.status().as_u16(),
         content_type: String::new(),
+        server_timing: String::new(),
         body: response.body_mut().read_to_vec().expect("body"),
     }
 }

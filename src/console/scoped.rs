@@ -180,8 +180,14 @@ mod tests {
         }
     }
 
+    /// tracing caches each callsite's interest process-wide, across dispatchers: two of these
+    /// tests at once in one test process (`cargo test` runs tests on threads) could see each
+    /// other's filters. Each holds this while its dispatcher is set.
+    static ONE_DISPATCHER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn every_callback_runs_in_the_observers_scope() {
+        let _one = ONE_DISPATCHER.lock().unwrap_or_else(|e| e.into_inner());
         let probe: &'static Probe = Box::leak(Box::default());
         let subscriber = tracing_subscriber::registry().with(
             Scoped::new(Observer::Console, probe)
@@ -206,6 +212,9 @@ mod tests {
 
     #[test]
     fn the_wrapper_is_transparent_to_filters_and_lookups() {
+        let _one = ONE_DISPATCHER.lock().unwrap_or_else(|e| e.into_inner());
+        // Interest cached for another test's dispatcher must not decide for this one.
+        tracing::callsite::rebuild_interest_cache();
         let probe: &'static Probe = Box::leak(Box::default());
         let subscriber = tracing_subscriber::registry().with(
             Scoped::new(Observer::Console, probe)

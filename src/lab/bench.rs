@@ -702,27 +702,8 @@ fn storm(target: &str, base: &str, args: &BenchArgs) -> Storm {
 /// GETs `url` and reads the whole body; returns the status and the `render` duration of the
 /// `Server-Timing` header (milliseconds), which task profiles send.
 fn timed_get(url: &str, timeout: Duration) -> Result<(u16, Option<f64>), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
-    let mut response = agent
-        .get(url)
-        .call()
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let render = response
-        .headers()
-        .get(crate::pprof::tasks::SERVER_TIMING)
-        .and_then(|v| v.to_str().ok())
-        .and_then(render_millis);
-    response
-        .body_mut()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_vec()
-        .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
-    Ok((response.status().as_u16(), render))
+    let response = crate::client::get(url, timeout)?;
+    Ok((response.status, render_millis(&response.server_timing)))
 }
 
 /// The `render` entry's duration in a `Server-Timing` header: `wait;dur=0.1, render;dur=52.3`.

@@ -22,8 +22,10 @@ use crate::lab::procs::{self, WorkerProcess};
 use crate::pprof::encode;
 use crate::summary::bytes;
 
-/// Frames that belong to an observer; none may appear in a heap profile.
-const PROFILER_FRAMES: &[&str] = &[
+/// Frames that belong to an observer; none may appear in a heap profile. Matched at the start
+/// of a frame's name, so std's `std::sys::backtrace::...` thread entry is not taken for the
+/// backtrace crate.
+pub const PROFILER_FRAMES: &[&str] = &[
     "pprof::",
     "backtrace::",
     "gimli::",
