@@ -4,31 +4,36 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use support::{Worker, wait_for};
 
-/// Sends `request` as raw bytes and reads the whole answer (the server closes after an error).
-fn raw(worker: &Worker, request: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(worker.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+/// Sends `request` as raw bytes on a connection of its own and reads the whole answer (the
+/// server closes after an error, or as asked); returns the status, if there was a status line,
+/// and the body.
+fn exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> (Option<u16>, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
     stream.write_all(request).unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok());
     let body = answer
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// [`exchange`] with `worker`, which must answer with a status line.
+fn raw(worker: &Worker, request: &[u8]) -> (u16, String) {
+    let (status, body) = exchange(worker.addr, request, Duration::from_secs(60));
+    (
+        status.unwrap_or_else(|| panic!("no status line; body {body:?}")),
+        body,
+    )
 }
 
 fn live_http(worker: &Worker) -> f64 {
@@ -144,30 +149,12 @@ fn connections_beyond_the_limit_are_refused_with_a_reason() {
     });
 }
 
-/// Sends a GET for `path` on its own connection and returns the status and body.
-fn get_raw(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: lab\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+/// Sends a GET for `path` on its own connection and returns the status (0 without an answer)
+/// and body.
+fn get_raw(addr: SocketAddr, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: lab\r\nconnection: close\r\n\r\n");
+    let (status, body) = exchange(addr, request.as_bytes(), Duration::from_secs(120));
+    (status.unwrap_or(0), body)
 }
 
 #[test]

@@ -75,22 +75,48 @@ fn saved(dir: &Path, prefix: &str, suffix: &str) -> PathBuf {
     files[0].clone()
 }
 
+/// Runs `lab profile KIND bad --url URL --dir DIR EXTRA...`, which must succeed.
+fn profile_bad(kind: &str, url: &str, dir: &Path, extra: &[&str]) -> Outcome {
+    let mut args = vec![
+        "profile",
+        kind,
+        "bad",
+        "--url",
+        url,
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let run = lab(&args, None);
+    assert_eq!(
+        run.code,
+        0,
+        "lab {}:\n{}\n{}",
+        args.join(" "),
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
+/// Checks that `go tool pprof` reads the profile saved as `PREFIX-....pb.gz` in `dir` as a
+/// profile of `sample_type`; returns the file.
+fn go_reads(go: &PathBuf, dir: &Path, prefix: &str, sample_type: &str) -> PathBuf {
+    let file = saved(dir, prefix, ".pb.gz");
+    let top = go_pprof(go, &["-top", file.to_str().unwrap()]);
+    assert!(top.contains(&format!("Type: {sample_type}")), "{top}");
+    file
+}
+
 #[test]
 fn profiles_are_saved_with_timestamps_and_go_tool_pprof_reads_them() {
     let Some(go) = require_go() else { return };
     let worker = warmed_up("bad");
     let url = worker.url("");
     let dir = temp_dir("go");
-    let dir_arg = dir.to_str().unwrap();
 
-    let allocs = lab(
-        &[
-            "profile", "allocs", "bad", "--url", &url, "--dir", dir_arg, "--top", "5",
-        ],
-        None,
-    );
-    assert_eq!(allocs.code, 0, "{}\n{}", allocs.stdout, allocs.stderr);
-    let file = saved(&dir, "bad-allocs", ".pb.gz");
+    let allocs = profile_bad("allocs", &url, &dir, &["--top", "5"]);
+    let file = go_reads(&go, &dir, "bad-allocs", "alloc_space");
     assert!(
         allocs.stdout.contains(&format!("saved {}", file.display())),
         "{}",
@@ -106,16 +132,10 @@ fn profiles_are_saved_with_timestamps_and_go_tool_pprof_reads_them() {
         "{}",
         allocs.stdout
     );
-    let top = go_pprof(&go, &["-top", file.to_str().unwrap()]);
-    assert!(top.contains("Type: alloc_space"), "{top}");
 
     // Tasks: the profile and the grouped text, ranked by cum so the leaking helper shows.
-    let tasks = lab(
-        &["profile", "tasks", "bad", "--url", &url, "--dir", dir_arg],
-        None,
-    );
-    assert_eq!(tasks.code, 0, "{}\n{}", tasks.stdout, tasks.stderr);
-    let file = saved(&dir, "bad-tasks", ".pb.gz");
+    let tasks = profile_bad("tasks", &url, &dir, &[]);
+    go_reads(&go, &dir, "bad-tasks", "goroutine");
     let text = std::fs::read_to_string(saved(&dir, "bad-tasks", ".txt")).unwrap();
     assert!(text.starts_with("goroutine profile: total "), "{text}");
     assert!(tasks.stdout.contains("-top -cum"), "{}", tasks.stdout);
@@ -126,41 +146,11 @@ fn profiles_are_saved_with_timestamps_and_go_tool_pprof_reads_them() {
         "{}",
         tasks.stdout
     );
-    assert!(go_pprof(&go, &["-top", file.to_str().unwrap()]).contains("Type: goroutine"));
 
-    let cpu = lab(
-        &[
-            "profile",
-            "cpu",
-            "bad",
-            "--url",
-            &url,
-            "--dir",
-            dir_arg,
-            "--seconds",
-            "1",
-        ],
-        None,
-    );
-    assert_eq!(cpu.code, 0, "{}\n{}", cpu.stdout, cpu.stderr);
-    let file = saved(&dir, "bad-cpu", ".pb.gz");
-    assert!(go_pprof(&go, &["-top", file.to_str().unwrap()]).contains("Type: cpu"));
+    profile_bad("cpu", &url, &dir, &["--seconds", "1"]);
+    go_reads(&go, &dir, "bad-cpu", "cpu");
 
-    let flame = lab(
-        &[
-            "profile",
-            "flamegraph",
-            "bad",
-            "--url",
-            &url,
-            "--dir",
-            dir_arg,
-            "--seconds",
-            "1",
-        ],
-        None,
-    );
-    assert_eq!(flame.code, 0, "{}\n{}", flame.stdout, flame.stderr);
+    profile_bad("flamegraph", &url, &dir, &["--seconds", "1"]);
     let svg = std::fs::read_to_string(saved(&dir, "bad-flamegraph", ".svg")).unwrap();
     assert!(
         svg.contains("<svg") && svg.contains("profiling_lab"),
@@ -453,48 +443,17 @@ fn seconds_gives_a_delta_of_tasks_and_locks() {
     let worker = warmed_up("bad");
     let url = worker.url("");
     let dir = temp_dir("delta");
-    let dir_arg = dir.to_str().unwrap();
 
-    let tasks = lab(
-        &[
-            "profile",
-            "tasks",
-            "bad",
-            "--url",
-            &url,
-            "--dir",
-            dir_arg,
-            "--seconds",
-            "2",
-        ],
-        None,
-    );
-    assert_eq!(tasks.code, 0, "{}\n{}", tasks.stdout, tasks.stderr);
+    let tasks = profile_bad("tasks", &url, &dir, &["--seconds", "2"]);
     assert!(
         tasks.stderr.contains("/debug/pprof/goroutine?seconds=2"),
         "{}",
         tasks.stderr
     );
-    let file = saved(&dir, "bad-tasks", ".pb.gz");
-    assert!(go_pprof(&go, &["-top", file.to_str().unwrap()]).contains("Type: goroutine"));
+    go_reads(&go, &dir, "bad-tasks", "goroutine");
 
-    let mutex = lab(
-        &[
-            "profile",
-            "mutex",
-            "bad",
-            "--url",
-            &url,
-            "--dir",
-            dir_arg,
-            "--seconds",
-            "1",
-        ],
-        None,
-    );
-    assert_eq!(mutex.code, 0, "{}\n{}", mutex.stdout, mutex.stderr);
-    let file = saved(&dir, "bad-mutex", ".pb.gz");
-    assert!(go_pprof(&go, &["-top", file.to_str().unwrap()]).contains("Type: delay"));
+    profile_bad("mutex", &url, &dir, &["--seconds", "1"]);
+    go_reads(&go, &dir, "bad-mutex", "delay");
     drop(worker);
     std::fs::remove_dir_all(&dir).unwrap();
 }

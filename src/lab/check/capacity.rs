@@ -36,15 +36,10 @@ pub fn grade(runs: &Runs) -> Grade {
         bad,
         optimized,
         detail,
-        confidence: format!(
-            "high: exact allocator counts over all {} tasks, independent of the machine's speed",
-            runs.workload.tasks
+        confidence: super::exact_allocator_counts(runs),
+        hint: Hint::allocs(
+            "rate(worker_task_allocated_bytes_total{worker_type=\"exercise\"}[1m]) / \
+             rate(worker_tasks_processed_total[1m]): bytes per task",
         ),
-        hint: Hint {
-            metric: "rate(worker_task_allocated_bytes_total{worker_type=\"exercise\"}[1m]) / \
-                     rate(worker_tasks_processed_total[1m]): bytes per task"
-                .to_owned(),
-            command: "go tool pprof -top http://127.0.0.1:9093/debug/pprof/allocs".to_owned(),
-        },
     }
 }

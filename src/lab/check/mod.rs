@@ -138,6 +138,24 @@ pub struct Hint {
     pub command: String,
 }
 
+impl Hint {
+    /// `metric` to watch, and the exercise worker's allocation profile (lessons 2 and 3).
+    fn allocs(metric: &str) -> Hint {
+        Hint {
+            metric: metric.to_owned(),
+            command: "go tool pprof -top http://127.0.0.1:9093/debug/pprof/allocs".to_owned(),
+        }
+    }
+}
+
+/// How sure a grade from the allocator's own counts is (lessons 2 and 3).
+fn exact_allocator_counts(runs: &Runs) -> String {
+    format!(
+        "high: exact allocator counts over all {} tasks, independent of the machine's speed",
+        runs.workload.tasks
+    )
+}
+
 /// One lesson's grade.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Grade {
