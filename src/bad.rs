@@ -12,7 +12,7 @@
 //! 4. Blocking the runtime (`blocking`): a long CPU-bound step run inside the worker task, on a
 //!    runtime thread.
 //! 5. Lock contention (`contention`): the run's tally behind one lock that every worker holds
-//!    for the whole of every task.
+//!    for the whole of every task, seal included.
 //! 6. Overload without backpressure (`backlog`): an unbounded queue.
 //!
 //! `--problems` (default `all`) says which of these this worker has; a section whose problem is
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::optimized::{self, Handles, Reporter, WIDEST_VALUE};
-use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy, Tally};
+use crate::pool::{self, Completed, Context, QueueKind, RunConfig, Slowest, Strategy, Tally};
 use crate::problems::{Problem, Problems};
 use crate::seal_threads;
 use crate::task::{self, BUCKETS, Operation, TaskError, TaskSpec};
@@ -144,6 +144,33 @@ impl Strategy for Bad {
         }
     }
 
+    // ---- Lesson 5: one lock held across the whole task ----------------------------------------
+    // The run's tally is shared by every worker task, and the natural first version takes its
+    // lock before the work and keeps it until the result is in. The work awaits (the seal), so
+    // std's guard will not compile here and tokio's mutex is the one reached for: waiting
+    // workers yield their threads, but only one task is worked on at a time, however many
+    // threads the runtime has. Shows in: `worker_lock_wait_seconds{lock="tally"}` (rate of
+    // `_sum` over rate of tasks = wait per task, several tasks' worth), throughput flat however
+    // many threads and the CPU panel at one core, p99 `worker_task_latency_seconds`;
+    // `go tool pprof -top .../debug/pprof/mutex` names `bad::Bad::run_task` as the waiter.
+    async fn run_task(
+        &self,
+        worker: &mut BadWorker,
+        task: TaskSpec,
+        ctx: &Arc<Context>,
+    ) -> Completed {
+        if self.has(Problem::Contention) {
+            let mut tally = ctx.tally.lock().await;
+            let completed = pool::handle_and_seal(self, worker, task, ctx).await;
+            tally.add(task.operation, completed.result());
+            completed
+        } else {
+            let completed = pool::handle_and_seal(self, worker, task, ctx).await;
+            worker.tally.add(task.operation, completed.result());
+            completed
+        }
+    }
+
     // ---- Lesson 1b: a helper per task, told only about successes -------------------------
     fn handle(
         &self,
@@ -175,23 +202,7 @@ impl Strategy for Bad {
         }
 
         let started = Instant::now();
-        // ---- Lesson 5: one lock held across the whole task ----------------------------------
-        // The run's tally is shared by every worker task, and the natural first version takes
-        // its lock before the work and keeps it until the result is in: every other worker
-        // waits, blocking its runtime thread, so two threads do the work of one. Shows in:
-        // `worker_lock_wait_seconds{lock="tally"}` (rate of `_sum` over rate of tasks = wait
-        // per task), throughput flat however many threads, p99 task latency;
-        // `go tool pprof -top .../debug/pprof/mutex` names `bad::Bad::handle` as the waiter.
-        let outcome = if self.has(Problem::Contention) {
-            let mut tally = ctx.tally.lock();
-            let outcome = process_with(task, self.data_size, self.problems);
-            tally.add(task.operation, &outcome);
-            outcome
-        } else {
-            let outcome = process_with(task, self.data_size, self.problems);
-            worker.tally.add(task.operation, &outcome);
-            outcome
-        };
+        let outcome = process_with(task, self.data_size, self.problems);
         let elapsed = started.elapsed();
         if self.has(Problem::Churn) {
             record(ctx, &task, &outcome, elapsed);
@@ -239,14 +250,14 @@ impl Strategy for Bad {
         }
     }
 
-    fn finish_worker(&self, worker: BadWorker, ctx: &Context) {
+    async fn finish_worker(&self, worker: BadWorker, ctx: &Context) {
         if !self.has(Problem::Leak)
             && let Some(slowest) = worker.slowest
         {
             ctx.audit.record(slowest);
         }
         if !self.has(Problem::Contention) {
-            ctx.tally.lock().merge(&worker.tally);
+            ctx.tally.lock().await.merge(&worker.tally);
         }
     }
 }

@@ -1,7 +1,8 @@
-//! The lab's instrumented lock: a `std::sync::Mutex` that measures how long callers wait for it.
+//! The lab's instrumented lock: a `tokio::sync::Mutex` that measures how long callers wait for
+//! it.
 //!
-//! Lesson 5 (lock contention) needs to be seen, and a plain `std::sync::Mutex` says nothing about
-//! who waited or for how long. This one does, at almost no cost when nobody waits:
+//! Lesson 5 (lock contention) needs to be seen, and a plain mutex says nothing about who waited
+//! or for how long. This one does, at almost no cost when nobody waits:
 //!
 //! - `lock()` first tries to take the lock without waiting (`try_lock`). Only when that fails,
 //!   the acquisition is *contended*: it is timed from then until the lock is acquired.
@@ -13,13 +14,19 @@
 //! The wait is recorded when the guard is dropped, after the lock is released, so recording it
 //! never lengthens the critical section it measures.
 //!
-//! Waiting blocks the thread, as `std::sync::Mutex` does: that is the realistic first version of
-//! a shared tally in async code, and part of what lesson 5 shows.
+//! Why tokio's mutex: lesson 5's bad worker holds the tally's lock across the whole task, and
+//! the task awaits (its seal, lesson 4). `std::sync::MutexGuard` cannot be held across an
+//! `.await` (the future would not be `Send`, and a thread blocked on it could be the one the
+//! holder needs to resume on), so async code that wants a lock for the whole of a task reaches
+//! for `tokio::sync::Mutex`: a waiter yields its runtime thread instead of blocking it. The
+//! threads stay free; the *work* is what is serialized, which is what lesson 5 shows.
 
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::panic::Location;
-use std::sync::{MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
+
+use tokio::sync::MutexGuard;
 
 use prometheus::{Histogram, IntCounter};
 
@@ -34,41 +41,43 @@ pub struct LockStats {
 
 /// A mutual-exclusion lock that reports contention.
 pub struct Mutex<T> {
-    inner: std::sync::Mutex<T>,
+    inner: tokio::sync::Mutex<T>,
     stats: LockStats,
 }
 
-impl<T> Mutex<T> {
+impl<T: Send> Mutex<T> {
     pub fn new(value: T, stats: LockStats) -> Mutex<T> {
         Mutex {
-            inner: std::sync::Mutex::new(value),
+            inner: tokio::sync::Mutex::new(value),
             stats,
         }
     }
 
-    /// Acquires the lock, blocking the thread while another holder has it. A panic while
-    /// holding it does not poison it for others: the lab's locks guard plain tallies.
+    /// Acquires the lock; while another holder has it, the calling task waits without holding
+    /// its thread. Waiters are served in the order they came (tokio's mutex is fair). Nothing
+    /// is poisoned: a panicking holder just releases it.
+    ///
+    /// Not an `async fn`, so that `#[track_caller]` names the line that calls `lock()`.
     #[track_caller]
-    pub fn lock(&self) -> Guard<'_, T> {
-        self.stats.acquisitions.inc();
-        match self.inner.try_lock() {
-            Ok(guard) => return self.guard(guard, None),
-            Err(TryLockError::Poisoned(poisoned)) => {
-                return self.guard(poisoned.into_inner(), None);
-            }
-            Err(TryLockError::WouldBlock) => {}
-        }
+    pub fn lock(&self) -> impl Future<Output = Guard<'_, T>> + Send {
         let site = Location::caller();
-        // The first contention at a call site captures its stack, once; later ones only count.
-        mutex::note_site(site);
-        let started = Instant::now();
-        let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        self.guard(guard, Some((site, started.elapsed())))
+        async move {
+            self.stats.acquisitions.inc();
+            if let Ok(guard) = self.inner.try_lock() {
+                return self.guard(guard, None);
+            }
+            // The first contention at a call site captures its stack, once (here, inside the
+            // caller's poll, so the stack is the waiting task's); later ones only count.
+            mutex::note_site(site);
+            let started = Instant::now();
+            let guard = self.inner.lock().await;
+            self.guard(guard, Some((site, started.elapsed())))
+        }
     }
 
     /// The value, for the one who owns the lock outright (no one else can be waiting).
     pub fn into_inner(self) -> T {
-        self.inner.into_inner().unwrap_or_else(|e| e.into_inner())
+        self.inner.into_inner()
     }
 
     fn guard<'a>(
@@ -131,28 +140,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn uncontended_locks_count_but_record_no_wait() {
+    #[tokio::test]
+    async fn uncontended_locks_count_but_record_no_wait() {
         let lock = Mutex::new(0u32, stats());
         for _ in 0..10 {
-            *lock.lock() += 1;
+            *lock.lock().await += 1;
         }
-        assert_eq!(*lock.lock(), 10);
+        assert_eq!(*lock.lock().await, 10);
         assert_eq!(lock.stats.acquisitions.get(), 11);
         assert_eq!(lock.stats.wait.get_sample_count(), 0);
     }
 
-    #[test]
-    fn a_waiter_records_its_wait() {
+    #[tokio::test]
+    async fn a_waiter_records_its_wait_without_holding_a_thread() {
+        // One runtime thread: if the waiter blocked it, the holder could never release.
         let lock = Arc::new(Mutex::new(0u32, stats()));
-        let held = lock.lock();
+        let held = lock.lock().await;
         let waiter = {
             let lock = Arc::clone(&lock);
-            std::thread::spawn(move || *lock.lock() += 1)
+            tokio::spawn(async move { *lock.lock().await += 1 })
         };
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
         drop(held);
-        waiter.join().unwrap();
+        waiter.await.unwrap();
+        assert_eq!(*lock.lock().await, 1);
         assert_eq!(lock.stats.wait.get_sample_count(), 1);
         assert!(lock.stats.wait.get_sample_sum() > 0.01);
     }

@@ -9,7 +9,7 @@
 //!    `spawn_blocking` is the first fix, but it allocates per call; the seal threads' queue is
 //!    allocated once.
 //! 5. Lock contention: each worker keeps its own tally and merges it into the shared one once,
-//!    when it stops; the shared lock is taken once per worker, not once per task.
+//!    when it stops; the shared lock is taken once per worker, not held through every task.
 //! 6. Overload: a bounded queue; when it stays full the producer sheds the task and counts it.
 //!
 //! In steady state a task makes no heap allocation at all, sealed or not:
@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::pool::{self, Context, QueueKind, RunConfig, Slowest, Strategy, Tally};
+use crate::pool::{self, Completed, Context, QueueKind, RunConfig, Slowest, Strategy, Tally};
 use crate::seal_threads;
 use crate::task::{self, BUCKETS, Operation, TaskError, TaskSpec, VALUE_RANGE};
 
@@ -100,6 +100,22 @@ impl Strategy for Optimized {
         stop_reporter(reporter).await;
     }
 
+    // ---- Lesson 5: no lock held across the task ----------------------------------------------
+    // Each worker tallies its own results; nobody waits for anybody. (A shorter critical
+    // section, the lock taken only around `add`, is the other fix: a moment per task instead
+    // of a whole task.) Shows in: `worker_lock_wait_seconds{lock="tally"}` at zero waits,
+    // throughput growing with the runtime's threads; `/debug/pprof/mutex` has no samples.
+    async fn run_task(
+        &self,
+        worker: &mut OptimizedWorker,
+        task: TaskSpec,
+        ctx: &Arc<Context>,
+    ) -> Completed {
+        let completed = pool::handle_and_seal(self, worker, task, ctx).await;
+        worker.tally.add(task.operation, completed.result());
+        completed
+    }
+
     // ---- Lesson 1b: no helper per task ------------------------------------------------------
     fn handle(
         &self,
@@ -116,8 +132,6 @@ impl Strategy for Optimized {
 
         let started = Instant::now();
         let outcome = process_on_this_thread(&task, self.data_size);
-        // Lesson 5: no lock per task; this worker's tally is its own.
-        worker.tally.add(task.operation, &outcome);
         let elapsed = started.elapsed();
         worker.handles.record(task.operation, &outcome, elapsed);
 
@@ -154,12 +168,12 @@ impl Strategy for Optimized {
         seal_threads::off_runtime(&mut worker.seal, digest, data_size)
     }
 
-    fn finish_worker(&self, worker: OptimizedWorker, ctx: &Context) {
+    async fn finish_worker(&self, worker: OptimizedWorker, ctx: &Context) {
         if let Some(slowest) = worker.slowest {
             ctx.audit.record(slowest);
         }
         // Lesson 5: the shared tally's lock, once per worker.
-        ctx.tally.lock().merge(&worker.tally);
+        ctx.tally.lock().await.merge(&worker.tally);
     }
 }
 

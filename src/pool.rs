@@ -4,8 +4,8 @@
 //! Everything here is the same for both workers, so that the difference a learner sees on the
 //! dashboard comes only from `bad.rs` versus `optimized.rs`. The strategy decides the things the
 //! lessons are about: the kind of queue (lesson 6), what happens around each round of tasks
-//! (lesson 1), how one task is handled (lessons 1-3 and 5) and where its result is sealed
-//! (lesson 4).
+//! (lesson 1), how one task is handled (lessons 1-3), where its result is sealed (lesson 4)
+//! and what is held while both happen (lesson 5).
 //!
 //! The measurements every lesson needs are taken here, alike for both: each task carries the
 //! time it was enqueued, so `worker_task_queue_delay_seconds` (enqueue to a worker taking it)
@@ -167,8 +167,18 @@ pub trait Strategy: Send + Sync + Sized + 'static {
     /// Called after the last task of a round is produced, or when the run stops mid-round.
     fn finish_round(&self, round: Self::Round) -> impl Future<Output = ()> + Send;
 
-    /// Handles one task from dequeue to result, metrics included. Synchronous on purpose: it
-    /// runs on one thread, so the allocations it makes can be counted exactly.
+    /// Works on one task from dequeue to final result: calls [`handle_and_seal`] once, and
+    /// tallies the result in the run's tally (lesson 5). What it holds around that call is the
+    /// lesson: the tally's lock for the whole task, or nothing.
+    fn run_task(
+        &self,
+        worker: &mut Self::Worker,
+        task: TaskSpec,
+        ctx: &Arc<Context>,
+    ) -> impl Future<Output = Completed> + Send;
+
+    /// Handles one task, metrics included (lessons 1-3). Synchronous on purpose: it runs on one
+    /// thread, so the allocations it makes can be counted exactly.
     fn handle(
         &self,
         worker: &mut Self::Worker,
@@ -186,7 +196,8 @@ pub trait Strategy: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = u64> + Send;
 
     /// Called once when a worker task stops.
-    fn finish_worker(&self, worker: Self::Worker, ctx: &Context);
+    fn finish_worker(&self, worker: Self::Worker, ctx: &Context)
+    -> impl Future<Output = ()> + Send;
 }
 
 /// What a run did, for the summary.
@@ -219,7 +230,7 @@ pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals 
             tracing::error!("worker task failed: {err}");
         }
     }
-    let tally = *ctx.tally.lock();
+    let tally = *ctx.tally.lock().await;
     tracing::info!(
         tasks = tally.total(),
         failed = tally.failed.iter().sum::<u64>(),
@@ -581,21 +592,59 @@ async fn work<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>, rx: Arc<AsyncMut
             .observe(queued.enqueued.elapsed().as_secs_f64());
         let _ = complete(&*strategy, &mut worker, queued, &ctx).await;
     }
-    strategy.finish_worker(worker, &ctx);
+    strategy.finish_worker(worker, &ctx).await;
 }
 
-/// Everything a worker task does with one task: handles it, seals the result when the task asks
-/// for it, records the time from enqueue to result in `worker_task_latency_seconds`, and enters
-/// the final result (sealed, for a sealed task) in the ledger `lab check` grades.
+/// Everything a worker task does with one task: has the strategy work on it
+/// ([`Strategy::run_task`]), records the time from enqueue to result in
+/// `worker_task_latency_seconds`, and enters the final result (sealed, for a sealed task) in the
+/// ledger `lab check` grades.
 pub async fn complete<S: Strategy>(
     strategy: &S,
     worker: &mut S::Worker,
     queued: Queued,
     ctx: &Arc<Context>,
 ) -> Result<u64, TaskError> {
-    let task = queued.task;
+    let completed = strategy.run_task(worker, queued.task, ctx).await;
+    ctx.metrics
+        .lessons
+        .task_latency
+        .observe(queued.enqueued.elapsed().as_secs_f64());
+    // The entry is made from what `handle_and_seal` measured, which the strategy can pass on
+    // but not make: a strategy that skips the seal enters a different checksum, so skipping
+    // lesson 4's work cannot pass for fixing it, and one that skips the call enters nothing.
+    ctx.ledger
+        .record(completed.task, &completed.result, completed.made);
+    completed.result
+}
+
+/// A task handled and, if it asks for it, sealed, as [`handle_and_seal`] made it. Its fields are
+/// the pool's: a strategy reads the result and passes it on, it cannot make one.
+#[derive(Debug)]
+pub struct Completed {
+    task: u64,
+    result: Result<u64, TaskError>,
+    made: Option<(AllocCounts, u64)>,
+}
+
+impl Completed {
+    /// The task's final result: its digest (sealed, for a sealed task), or why it failed.
+    pub fn result(&self) -> &Result<u64, TaskError> {
+        &self.result
+    }
+}
+
+/// What every [`Strategy::run_task`] calls once per task: the strategy's `handle`, with the
+/// allocations it makes counted, then, for a task that asks for it, the strategy's `seal`, with
+/// the CPU time it spends on this worker task's thread measured (lesson 4).
+pub async fn handle_and_seal<S: Strategy>(
+    strategy: &S,
+    worker: &mut S::Worker,
+    task: TaskSpec,
+    ctx: &Arc<Context>,
+) -> Completed {
     let (handled, made) = handle_measured(strategy, worker, task, ctx);
-    let outcome = match handled {
+    let result = match handled {
         Ok(digest) if task.sealed() => {
             // Timed poll by poll: the CPU the seal costs the thread this worker task runs on
             // (CPU time, so a loaded machine's preemptions do not count).
@@ -613,14 +662,11 @@ pub async fn complete<S: Strategy>(
         }
         outcome => outcome,
     };
-    ctx.metrics
-        .lessons
-        .task_latency
-        .observe(queued.enqueued.elapsed().as_secs_f64());
-    // The result as it leaves the worker: a strategy that skips the seal enters a different
-    // checksum, so skipping lesson 4's work cannot pass for fixing it.
-    ctx.ledger.record(task.id, &outcome, made);
-    outcome
+    Completed {
+        task: task.id,
+        result,
+        made,
+    }
 }
 
 /// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`); zero if unreadable.

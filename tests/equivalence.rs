@@ -80,9 +80,9 @@ async fn run_tasks<S: Strategy>(
     for &task in tasks {
         results.push(pool::complete(&strategy, &mut worker, Queued::now(task), &ctx).await);
     }
-    strategy.finish_worker(worker, &ctx);
+    strategy.finish_worker(worker, &ctx).await;
     ctx.shutdown.cancel();
-    let tally = *ctx.tally.lock();
+    let tally = *ctx.tally.lock().await;
     (results, tally)
 }
 

@@ -215,13 +215,11 @@ const BLOCKING_FIXED: (&str, &str) = (
      .await\n            .expect(\"the seal does not panic\")",
 );
 const CONTENTION_FIXED: (&str, &str) = (
-    "let outcome = {\n            \
-     let mut tally = ctx.tally.lock();\n            \
-     let outcome = process_with(task, self.data_size);\n            \
-     tally.add(task.operation, &outcome);\n            \
-     outcome\n        };",
-    "let outcome = process_with(task, self.data_size);\n        \
-     ctx.tally.lock().add(task.operation, &outcome);",
+    "let mut tally = ctx.tally.lock().await;\n        \
+     let completed = pool::handle_and_seal(self, worker, task, ctx).await;\n        \
+     tally.add(task.operation, completed.result());",
+    "let completed = pool::handle_and_seal(self, worker, task, ctx).await;\n        \
+     ctx.tally.lock().await.add(task.operation, completed.result());",
 );
 const BACKLOG_FIXED: (&str, &str) = (
     "QueueKind::Unbounded",

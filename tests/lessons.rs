@@ -151,9 +151,14 @@ fn contention_shows_as_lock_waits_in_the_bad_worker_only() {
     let bad = Worker::start("bad", CONTENDED);
     let optimized = Worker::start("optimized", CONTENDED);
     let waits = |w: &Worker| w.metric("worker_lock_wait_seconds_count");
-    wait_for("contended tally locks", Duration::from_secs(30), || {
-        (waits(&bad) >= 20.0).then_some(())
-    });
+    wait_for(
+        "contended tally locks, and tasks done in both",
+        Duration::from_secs(30),
+        || {
+            (waits(&bad) >= 20.0 && optimized.metric("worker_tasks_processed_total") > 100.0)
+                .then_some(())
+        },
+    );
     let text = bad.metrics();
     assert!(
         metric_value(&text, "worker_lock_wait_seconds_sum").unwrap() > 0.0,
@@ -163,7 +168,6 @@ fn contention_shows_as_lock_waits_in_the_bad_worker_only() {
         text.contains("worker_lock_wait_seconds_count{lock=\"tally\""),
         "the lock is not named"
     );
-    assert!(optimized.metric("worker_tasks_processed_total") > 100.0);
     // Each optimized worker takes the tally's lock once, when it stops: never while running.
     assert_eq!(waits(&optimized), 0.0, "optimized worker waited for a lock");
     assert_eq!(
@@ -197,7 +201,7 @@ fn go_tool_pprof_reads_the_mutex_profile_naming_the_waiter() {
     let contentions = go_pprof(&go, &["-sample_index=contentions", "-top", &url]);
     assert!(contentions.contains("Type: contentions"), "{contentions}");
     // `-list` finds the line that takes the lock.
-    let list = go_pprof(&go, &["-list", "bad::Bad.*handle", &url]);
+    let list = go_pprof(&go, &["-list", "bad::Bad.*run_task", &url]);
     assert!(list.contains("ctx.tally.lock()"), "{list}");
     // Go's delta profile: what happened during the next N seconds.
     let delta = go_pprof(&go, &["-seconds", "2", "-top", &url]);
@@ -259,13 +263,16 @@ fn a_burst_grows_the_bad_workers_queue_while_the_optimized_one_sheds_it_visibly(
     let (bad_memory, opt_memory) = (memory(&bad), memory(&optimized));
     let started = Instant::now();
     let mut opt_deepest: f64 = 0.0;
-    let bad_deepest = wait_for(
+    // The depth and the memory from one scrape: the backlog drains while the test reads.
+    let (bad_deepest, bad_memory_deepest) = wait_for(
         "a backlog in the bad worker",
         Duration::from_secs(30),
         || {
             opt_deepest = opt_deepest.max(optimized.metric("worker_tasks_in_queue"));
-            let depth = bad.metric("worker_tasks_in_queue");
-            (depth >= 5000.0).then_some(depth)
+            let text = bad.metrics();
+            let depth = metric_value(&text, "worker_tasks_in_queue").unwrap();
+            let memory = metric_value(&text, "worker_allocated_memory_bytes").unwrap();
+            (depth >= 20_000.0).then_some((depth, memory))
         },
     );
     eprintln!("bad backlog {bad_deepest} after {:?}", started.elapsed());
@@ -282,17 +289,21 @@ fn a_burst_grows_the_bad_workers_queue_while_the_optimized_one_sheds_it_visibly(
         rejected(&opt_text)
     );
     opt_deepest = opt_deepest.max(metric_value(&opt_text, "worker_tasks_in_queue").unwrap());
-    // Two per worker in the queue, plus the one the producer holds while it waits for room.
+    // Two per worker in the queue, plus the one the producer holds while it waits for room,
+    // plus one per worker for a task just taken off the queue but not yet counted out of the
+    // gauge (a loaded machine can preempt a worker between the two).
     assert!(
-        opt_deepest <= 5.0,
+        opt_deepest <= 7.0,
         "the bounded queue (2 per worker) held {opt_deepest}"
     );
     // Every queued task holds at least its spec and enqueue time (tens of bytes): a margin
-    // of 24 bytes a task, so the assertion is about the backlog, not the allocator's noise.
+    // of 24 bytes a task over a backlog of 20,000 or more, so the assertion is about the
+    // backlog, not the allocator's noise (startup's short-lived allocations move the baseline
+    // by about 100 KiB).
     assert!(
-        memory(&bad) - bad_memory > bad_deepest * 24.0,
-        "bad worker's memory did not grow with its backlog of {bad_deepest}: {bad_memory} -> {}",
-        memory(&bad)
+        bad_memory_deepest - bad_memory > bad_deepest * 24.0,
+        "bad worker's memory did not grow with its backlog of {bad_deepest}: {bad_memory} -> \
+         {bad_memory_deepest}"
     );
     assert!(
         memory(&optimized) - opt_memory < 4.0 * 1024.0 * 1024.0,

@@ -41,6 +41,8 @@ pub struct FlatOut {
     pub lock_acquisitions: u64,
     pub lock_contentions: u64,
     pub lock_wait: Duration,
+    /// CPU the process used per second of the run, in cores: the worker runs alone in it.
+    pub cpu_cores: f64,
 }
 
 /// Runs `strategy`'s pool on `rt` for `time`, rendering `/metrics` every [`SCRAPE_INTERVAL`]
@@ -61,7 +63,8 @@ pub fn run<S: Strategy>(
     ));
     let strategy = Arc::new(strategy);
     let start = Instant::now();
-    let (processed, elapsed) = rt.block_on(async {
+    let cpu_start = process_cpu_time();
+    let (processed, elapsed, cpu) = rt.block_on(async {
         let run = tokio::spawn(pool::run(strategy, Arc::clone(&ctx)));
         let scrapes = scrape.then(|| {
             let metrics = Arc::clone(&metrics);
@@ -78,7 +81,11 @@ pub fn run<S: Strategy>(
         });
         tokio::time::sleep(time).await;
         // Counted when the time is up; the tasks still in flight are not.
-        let done = (metrics.processed_total(), start.elapsed());
+        let done = (
+            metrics.processed_total(),
+            start.elapsed(),
+            process_cpu_time().saturating_sub(cpu_start),
+        );
         ctx.shutdown.cancel();
         let _ = run.await;
         if let Some(scrapes) = scrapes {
@@ -97,7 +104,25 @@ pub fn run<S: Strategy>(
             .get(),
         lock_contentions: wait.get_sample_count(),
         lock_wait: Duration::from_secs_f64(wait.get_sample_sum()),
+        cpu_cores: cpu.as_secs_f64() / elapsed.as_secs_f64(),
     }
+}
+
+/// CPU time the whole process has used (`CLOCK_PROCESS_CPUTIME_ID`); zero if unreadable.
+fn process_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant Linux knows.
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
+    if read != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
 }
 
 /// The median of `values` (not empty).
