@@ -33,7 +33,7 @@ use self::workload::{Expected, Workload};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Lessons to grade: leak, capacity, churn [default: all]
+    /// Lessons to grade: leak, capacity, churn, blocking, contention, backlog [default: all]
     #[arg(value_name = "LESSON")]
     lessons: Vec<String>,
     /// Print the result as JSON (for scripts and teachers)

@@ -36,7 +36,7 @@ enum ExerciseCommand {
     },
     /// Restore one lesson's sections of src/exercise.rs, or the whole file with --all
     Reset {
-        /// Lessons to restore: leak, capacity, churn
+        /// Lessons to restore: leak, capacity, churn, blocking, contention, backlog
         #[arg(value_name = "LESSON", required_unless_present = "all")]
         lessons: Vec<String>,
         /// Restore the whole file

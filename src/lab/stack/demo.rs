@@ -277,7 +277,8 @@ fn load_note(problems: Problems, burst: bool) -> Option<String> {
     }
     Some(format!(
         "lessons 5 (contention) and 6 (backlog) show under load: at this rate the workers are \
-         mostly idle, so the lock is rarely contended and no queue builds up. Add bursts, e.g. \
+         mostly idle, so the lock is contended only now and then (around seals) and no queue \
+         builds up. Add bursts, e.g. \
          `--burst {BURST_HINT}` ({BURST_HINT_SAYS}); for lesson 6 the burst must exceed what a \
          worker handles (`lab bench` prints it)"
     ))
