@@ -38,6 +38,7 @@ pub mod burst;
 pub mod cli;
 pub mod client;
 pub mod console;
+pub mod cpu_time;
 pub mod exercise;
 pub mod http;
 pub mod kind;

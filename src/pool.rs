@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alloc::{self, AllocCounts};
 use crate::burst::Burst;
+use crate::cpu_time;
 use crate::lock;
 use crate::metrics::Metrics;
 use crate::task::{self, Generator, Operation, TaskError, TaskSpec};
@@ -651,9 +652,9 @@ pub async fn handle_and_seal<S: Strategy>(
             let mut seal = std::pin::pin!(strategy.seal(worker, digest, ctx.config.data_size));
             let mut polled = Duration::ZERO;
             let sealed = std::future::poll_fn(|cx| {
-                let started = thread_cpu_time();
+                let started = cpu_time::thread();
                 let poll = seal.as_mut().poll(cx);
-                polled += thread_cpu_time().saturating_sub(started);
+                polled += cpu_time::thread().saturating_sub(started);
                 poll
             })
             .await;
@@ -667,23 +668,6 @@ pub async fn handle_and_seal<S: Strategy>(
         result,
         made,
     }
-}
-
-/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`); zero if unreadable.
-fn thread_cpu_time() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant Linux knows.
-    let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    if read != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        now.tv_sec.max(0) as u64,
-        now.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
 }
 
 /// Handles one task and adds the allocations it made to `worker_task_allocations_total`: what a

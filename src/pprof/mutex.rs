@@ -1,4 +1,4 @@
-//! `/debug/pprof/mutex`: where threads waited for the lab's instrumented locks ([`crate::lock`]),
+//! `/debug/pprof/mutex`: where tasks waited for the lab's instrumented locks ([`crate::lock`]),
 //! in the format of Go's mutex profile.
 //!
 //! Two sample types, as Go has them: `contentions/count` (acquisitions that had to wait) and

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
+use crate::cpu_time;
 use crate::kind::WorkerKind;
 use crate::metrics::Metrics;
 use crate::pool::{self, Context, RunConfig, Strategy};
@@ -63,7 +64,7 @@ pub fn run<S: Strategy>(
     ));
     let strategy = Arc::new(strategy);
     let start = Instant::now();
-    let cpu_start = process_cpu_time();
+    let cpu_start = cpu_time::process();
     let (processed, elapsed, cpu) = rt.block_on(async {
         let run = tokio::spawn(pool::run(strategy, Arc::clone(&ctx)));
         let scrapes = scrape.then(|| {
@@ -84,7 +85,7 @@ pub fn run<S: Strategy>(
         let done = (
             metrics.processed_total(),
             start.elapsed(),
-            process_cpu_time().saturating_sub(cpu_start),
+            cpu_time::process().saturating_sub(cpu_start),
         );
         ctx.shutdown.cancel();
         let _ = run.await;
@@ -106,23 +107,6 @@ pub fn run<S: Strategy>(
         lock_wait: Duration::from_secs_f64(wait.get_sample_sum()),
         cpu_cores: cpu.as_secs_f64() / elapsed.as_secs_f64(),
     }
-}
-
-/// CPU time the whole process has used (`CLOCK_PROCESS_CPUTIME_ID`); zero if unreadable.
-fn process_cpu_time() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec; the clock id is a constant Linux knows.
-    let read = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) };
-    if read != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        now.tv_sec.max(0) as u64,
-        now.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
 }
 
 /// The median of `values` (not empty).
