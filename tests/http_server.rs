@@ -1,11 +1,12 @@
-//! The workers' HTTP server under abuse: half-sent requests are closed, too many connections are
-//! refused with a reason, and every error response says what was wrong.
+//! The workers' HTTP server under abuse: half-sent requests are answered 408 and closed, idle
+//! connections make room for new ones, connections beyond requests in flight are refused with
+//! a reason, and every error response says what was wrong.
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{Worker, wait_for};
 
@@ -83,7 +84,7 @@ fn error_responses_name_the_problem() {
 }
 
 #[test]
-fn half_sent_requests_are_closed() {
+fn half_sent_requests_are_answered_408_and_closed() {
     let worker = Worker::start("optimized", &[]);
     let before = live_http(&worker);
     let mut stuck: Vec<TcpStream> = (0..50)
@@ -96,27 +97,37 @@ fn half_sent_requests_are_closed() {
             stream
         })
         .collect();
+    // And a keep-alive connection that completed a request, then went quiet.
+    let mut idle = TcpStream::connect(worker.addr).unwrap();
+    assert_eq!(request_on(&mut idle, "/healthz").0, 200);
     wait_for("fifty connections served", Duration::from_secs(60), || {
         (live_http(&worker) >= before + 50.0).then_some(())
     });
-    // The server gives up on each of them: the client sees its connection closed.
+    // The server gives up on each of them and says why: a 408 with a body.
     for stream in &mut stuck {
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
-        let mut buf = [0u8; 64];
-        match stream.read(&mut buf) {
-            Ok(0) => {}
-            Ok(n) => panic!("unexpected answer {:?}", String::from_utf8_lossy(&buf[..n])),
-            Err(e) => assert!(
-                !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ),
-                "a half-sent request was never closed"
-            ),
-        }
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{read:?}: {answer:?}"
+        );
+        assert!(answer.contains("did not arrive within 10 s"), "{answer:?}");
     }
+    // The idle keep-alive connection is closed without a word: a 408 there would read as the
+    // answer to the client's next request.
+    idle.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = idle.read_to_end(&mut answer);
+    assert!(
+        matches!(read, Ok(0)) && answer.is_empty(),
+        "{read:?}: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
     wait_for(
         "the connections' tasks to end",
         Duration::from_secs(60),
@@ -125,12 +136,117 @@ fn half_sent_requests_are_closed() {
     assert_eq!(worker.get("/healthz").status, 200);
 }
 
+/// Sends a keep-alive GET for `path` on `stream` and reads its response (status and body, by
+/// its content-length), leaving the connection open.
+fn request_on(stream: &mut TcpStream, path: &str) -> (u16, String) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: lab\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut buf).expect("a response");
+        assert!(n > 0, "closed before the response head");
+        answer.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&answer[..head_end]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    while answer.len() < head_end + length {
+        let n = stream.read(&mut buf).expect("the body");
+        assert!(n > 0, "closed before the body's end");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let body = String::from_utf8_lossy(&answer[head_end..]).into_owned();
+    (status, body)
+}
+
+/// Whether the server closed `stream`: `Some(true)` closed, `Some(false)` open and silent,
+/// `None` answered something.
+fn closed(stream: &TcpStream, wait: Duration) -> Option<bool> {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 256];
+    match (&*stream).read(&mut buf) {
+        Ok(0) => Some(true),
+        Ok(_) => None,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Some(false),
+        Err(_) => Some(true), // reset
+    }
+}
+
 #[test]
-fn connections_beyond_the_limit_are_refused_with_a_reason() {
+fn idle_connections_make_room_and_only_requests_in_flight_fill_the_server() {
+    use profiling_lab::server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
     let worker = Worker::start("optimized", &[]);
-    // Fill every slot with idle connections (each is closed by the server after 10 s).
-    let idle: Vec<TcpStream> = (0..profiling_lab::server::MAX_CONNECTIONS)
-        .map(|_| TcpStream::connect(worker.addr).unwrap())
+    // Every slot held by a keep-alive connection that completed a request and went idle: the
+    // way a client pool, or an abusive client, wedged /metrics with 503s for up to 10 s.
+    let mut idle = Vec::with_capacity(MAX_CONNECTIONS);
+    let mut first_idle = None;
+    for _ in 0..MAX_CONNECTIONS {
+        let mut stream = TcpStream::connect(worker.addr).unwrap();
+        assert_eq!(
+            request_on(&mut stream, "/healthz"),
+            (200, "ok\n".to_owned())
+        );
+        first_idle.get_or_insert_with(Instant::now);
+        idle.push(stream);
+    }
+    let first_idle = first_idle.unwrap();
+
+    // A scrape still gets in, in the place of the connection idle the longest.
+    let (status, body) = exchange(
+        worker.addr,
+        b"GET /metrics HTTP/1.1\r\nhost: lab\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    let answered = first_idle.elapsed();
+    assert_eq!(status, Some(200), "{body:.300}");
+    assert!(body.contains("worker_live_tasks"), "{body:.300}");
+    // Before the oldest idle connection's own timeout could have freed a slot: the room was
+    // made by closing it, not by waiting.
+    assert!(
+        answered < HEADER_READ_TIMEOUT,
+        "the scrape answered {answered:?} after the first connection went idle, not before its \
+         {HEADER_READ_TIMEOUT:?} idle timeout: this machine is too slow for the test to tell"
+    );
+    assert_eq!(
+        closed(&idle[0], Duration::from_secs(5)),
+        Some(true),
+        "the connection idle the longest was closed to make room"
+    );
+    let still_open = idle[1..]
+        .iter()
+        .filter(|s| closed(s, Duration::from_millis(1)) == Some(false))
+        .count();
+    assert!(
+        first_idle.elapsed() >= HEADER_READ_TIMEOUT || still_open == MAX_CONNECTIONS - 1,
+        "only one connection is closed for one newcomer; {still_open} of {} still open",
+        MAX_CONNECTIONS - 1
+    );
+
+    // Requests in flight are never closed to make room: fill every slot with a 300 s mutex
+    // profile, each taking the place of an idle connection, and the next one is refused, with
+    // the reason.
+    let in_flight: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(worker.addr).unwrap();
+            stream
+                .write_all(b"GET /debug/pprof/mutex?seconds=300 HTTP/1.1\r\nhost: lab\r\n\r\n")
+                .unwrap();
+            stream
+        })
         .collect();
     let (status, body) = wait_for("a refused connection", Duration::from_secs(60), || {
         let (status, body) = raw(
@@ -140,13 +256,18 @@ fn connections_beyond_the_limit_are_refused_with_a_reason() {
         (status == 503).then_some((status, body))
     });
     assert_eq!(status, 503);
-    assert!(body.contains("limit of 256 connections"), "{body}");
-    drop(idle);
-    wait_for("slots freed", Duration::from_secs(60), || {
-        (profiling_lab::client::get(&worker.url("/healthz"), Duration::from_secs(10))
-            .is_ok_and(|r| r.status == 200))
-        .then_some(())
-    });
+    assert!(
+        body.contains(&format!("limit of {MAX_CONNECTIONS} connections"))
+            && body.contains("request in flight"),
+        "{body}"
+    );
+    for stream in &idle {
+        assert_eq!(closed(stream, Duration::from_secs(5)), Some(true));
+    }
+    // Every profile is still being made: none was closed or refused.
+    for stream in &in_flight {
+        assert_eq!(closed(stream, Duration::from_millis(1)), Some(false));
+    }
 }
 
 /// Sends a GET for `path` on its own connection and returns the status (0 without an answer)
