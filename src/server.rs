@@ -133,6 +133,7 @@ pub async fn serve(
             app: app.clone(),
             stop: stop.clone(),
             force: force.clone(),
+            grace,
         };
         spawn_connection(stream, slot, connection);
     }
@@ -143,6 +144,8 @@ pub async fn serve(
             grace.as_secs()
         );
         force.cancel();
+        // Each says why in one write (a request still being handled gets a 503), then closes.
+        connections.all_closed(ANSWER_TIMEOUT).await;
     }
     Ok(())
 }
@@ -165,6 +168,8 @@ struct Connection {
     stop: CancellationToken,
     /// The shutdown grace period is over: close now.
     force: CancellationToken,
+    /// How long open requests get once the worker stops taking connections.
+    grace: Duration,
 }
 
 /// Spawns the task serving one connection: the one place connections become tasks.
@@ -265,7 +270,19 @@ impl Connection {
                 let parts = conn.into_parts();
                 answer_and_close(parts.io.into_inner(), &response).await;
             }
-            Err(Cut::Forced) => {}
+            Err(Cut::Forced) => {
+                // A request still being handled has sent nothing yet: say why it ends here.
+                if slot.phase() == Phase::Busy {
+                    let body = format!(
+                        "the worker is stopping: this request was still being handled {} s after \
+                         the worker stopped taking connections, so it ends without its answer\n",
+                        self.grace.as_secs()
+                    );
+                    let response = plain_response("503 Service Unavailable", "", &body);
+                    let parts = conn.into_parts();
+                    answer_and_close(parts.io.into_inner(), &response).await;
+                }
+            }
         }
         drop(lease);
     }

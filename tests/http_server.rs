@@ -301,8 +301,9 @@ fn long_profiles_answer_when_the_worker_stops() {
     assert!(!stopped.killed, "the worker did not exit");
     for request in requests {
         let (path, (status, body)) = request.join().unwrap();
-        // What was sampled so far, or an error that says why (503 if it had not started, 422
-        // if the flamegraph had no sample yet): never a connection closed unanswered.
+        // What was sampled so far, or an error that says why (503 if it had not started, or was
+        // still being made when the worker's shutdown grace ran out; 422 if the flamegraph had
+        // no sample yet): never a connection closed unanswered.
         assert!(
             status == 200 && !body.is_empty()
                 || status == 503 && body.contains("the worker is stopping")

@@ -11,7 +11,8 @@
 //! - **head**: part of a request head received, the rest not yet (hyper parses a head as soon
 //!   as it is whole, so a connection stays here only while its client is slow to send it);
 //! - **busy**: a request in flight, from the moment hyper hands it to the router until its
-//!   response body has been written.
+//!   response body has been written; **responding** once the router has produced the response
+//!   and hyper is writing it (before that, nothing of the answer has been sent).
 //!
 //! When every slot is taken and a connection arrives, [`Connections::admit`] picks a connection
 //! to close in its place, as nginx and Go's servers reuse idle keep-alive connections under
@@ -47,6 +48,7 @@ pub enum Phase {
     Idle = 2,
     Head = 3,
     Busy = 4,
+    Responding = 5,
 }
 
 impl Phase {
@@ -56,6 +58,7 @@ impl Phase {
             2 => Phase::Idle,
             3 => Phase::Head,
             4 => Phase::Busy,
+            5 => Phase::Responding,
             _ => Phase::Free,
         }
     }
@@ -197,7 +200,7 @@ impl Connections {
             let oldest = match Phase::from_u8(slot.phase.load(Ordering::Acquire)) {
                 Phase::Idle => &mut oldest_idle,
                 Phase::Head => &mut oldest_head,
-                Phase::Free | Phase::New | Phase::Busy => continue,
+                Phase::Free | Phase::New | Phase::Busy | Phase::Responding => continue,
             };
             let since = slot.since.load(Ordering::Relaxed);
             if oldest.is_none_or(|(oldest_since, _)| since < oldest_since) {
@@ -296,9 +299,17 @@ pub struct RequestInFlight {
     slot: SlotRef,
 }
 
+impl RequestInFlight {
+    fn responding(&self) {
+        if self.slot.phase() == Phase::Busy {
+            self.slot.enter(Phase::Responding);
+        }
+    }
+}
+
 impl Drop for RequestInFlight {
     fn drop(&mut self) {
-        if self.slot.phase() == Phase::Busy {
+        if matches!(self.slot.phase(), Phase::Busy | Phase::Responding) {
             self.slot.enter(Phase::Idle);
         }
     }
@@ -412,6 +423,9 @@ where
         let this = self.project();
         let response = std::task::ready!(this.inner.poll(cx))?;
         let in_flight = this.in_flight.take();
+        if let Some(in_flight) = &in_flight {
+            in_flight.responding();
+        }
         Poll::Ready(Ok(response.map(|body| TrackedBody {
             inner: body,
             _in_flight: in_flight,
