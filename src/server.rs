@@ -258,12 +258,12 @@ impl Connection {
             // answer if one was possible.
             Ok(Err(err)) => tracing::debug!("HTTP connection closed: {err}"),
             Err(Cut::EvictedMidHead) => {
-                let waited = slot.in_phase_for();
+                let waited = slot.waiting_for();
                 let body = format!(
                     "request timeout: this worker was at its limit of {MAX_CONNECTIONS} \
                      connections and closed this one to serve another, because its request head \
-                     was still incomplete after {:.1} s; send the request line and headers at \
-                     once\n",
+                     was still incomplete {:.1} s after the connection began waiting for it; \
+                     send the request line and headers at once\n",
                     waited.as_secs_f64()
                 );
                 let response = plain_response("408 Request Timeout", "", &body);

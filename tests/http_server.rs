@@ -270,6 +270,71 @@ fn idle_connections_make_room_and_only_requests_in_flight_fill_the_server() {
     }
 }
 
+#[test]
+fn half_sent_heads_make_room_when_none_is_idle() {
+    use profiling_lab::server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+    let worker = Worker::start("optimized", &[]);
+    // Every slot held by a request head that began and never ended (slowloris).
+    let opened = Instant::now();
+    let stuck: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(worker.addr).unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nhost: lab\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // A scrape still gets in (a 503 only while the server has not yet read those heads).
+    let body = wait_for("a scrape answered", Duration::from_secs(60), || {
+        let (status, body) = exchange(
+            worker.addr,
+            b"GET /metrics HTTP/1.1\r\nhost: lab\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        );
+        (status == Some(200)).then_some(body)
+    });
+    assert!(body.contains("worker_live_tasks"), "{body:.300}");
+    // Before the first head's own timeout could have closed it: whatever closed it was the
+    // scrape's arrival.
+    let in_time = opened.elapsed() < HEADER_READ_TIMEOUT;
+    // A half-sent head made room (the one that had waited the longest among those the server
+    // had read: a connection not polled yet is never picked), and was told why; its 408 was
+    // written before its slot was freed for the scrape.
+    let answers: Vec<String> = stuck
+        .iter()
+        .filter(|stream| {
+            stream.set_nonblocking(true).unwrap();
+            let answered = stream.peek(&mut [0u8; 1]).is_ok();
+            stream.set_nonblocking(false).unwrap();
+            answered
+        })
+        .map(|mut stream| {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .collect();
+    assert!(!answers.is_empty(), "no half-sent connection was closed");
+    for answer in &answers {
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{answer:?}"
+        );
+        // Too slow a machine cannot tell eviction from the header timeout; both say 408.
+        if in_time {
+            assert!(
+                answer.contains(&format!("limit of {MAX_CONNECTIONS} connections"))
+                    && answer.contains("still incomplete"),
+                "{answer:?}"
+            );
+        }
+    }
+}
+
 /// Sends a GET for `path` on its own connection and returns the status (0 without an answer)
 /// and body.
 fn get_raw(addr: SocketAddr, path: &str) -> (u16, String) {

@@ -16,8 +16,8 @@
 //!
 //! When every slot is taken and a connection arrives, [`Connections::admit`] picks a connection
 //! to close in its place, as nginx and Go's servers reuse idle keep-alive connections under
-//! pressure: the one idle the longest, or, when none is idle, the one whose head has been
-//! arriving the longest. The new connection waits for that slot (an idle connection closes at
+//! pressure: the one idle the longest, or, when none is idle, the one that has waited the
+//! longest for the rest of a head. The new connection waits for that slot (an idle connection closes at
 //! once). Only when every connection is new or busy is the new one refused with a 503.
 //!
 //! So the limit still bounds sockets and tasks, but idle or half-sent connections cannot keep
@@ -68,8 +68,9 @@ struct Slot {
     /// A [`Phase`]; written only by the connection's own task (and by [`Connections::admit`]
     /// while the slot is free), read by the accept loop.
     phase: AtomicU8,
-    /// When the connection entered its phase, in nanoseconds since [`Connections::epoch`]:
-    /// which idle connection is the oldest.
+    /// In nanoseconds since [`Connections::epoch`]: when the connection began waiting for its
+    /// next request (accepted, or its last response written), for the new, idle and head
+    /// phases; when its request arrived, for busy. The oldest is closed first.
     since: AtomicU64,
     /// Set by the accept loop when it picks this connection to close; cleared on admission.
     evict: AtomicBool,
@@ -118,9 +119,9 @@ impl Connections {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// Admits a new connection: a free slot if there is one, else closes the idle connection
-    /// idle the longest (or, with none idle, the one whose head has been arriving the longest)
-    /// to make room. Allocates nothing.
+    /// Admits a new connection: a free slot if there is one, else closes the connection idle
+    /// the longest (or, with none idle, the one that has waited the longest for the rest of a
+    /// head) to make room. Allocates nothing.
     pub fn admit(self: &Arc<Connections>) -> Admission {
         if let Ok(permit) = self.free.try_acquire() {
             permit.forget();
@@ -189,7 +190,8 @@ impl Connections {
         })
     }
 
-    /// The connection to close to make room: idle the longest, else mid-head the longest.
+    /// The connection to close to make room: idle the longest, else mid-head the longest (both
+    /// counted from when the connection began waiting for its request).
     fn victim(&self) -> Option<usize> {
         let mut oldest_idle: Option<(u64, usize)> = None;
         let mut oldest_head: Option<(u64, usize)> = None;
@@ -233,8 +235,9 @@ impl SlotRef {
         slot.phase.store(phase as u8, Ordering::Release);
     }
 
-    /// How long the connection has been in its phase.
-    pub fn in_phase_for(&self) -> Duration {
+    /// How long the connection has been waiting for its request (in the new, idle and head
+    /// phases), or handling it (busy, responding).
+    pub fn waiting_for(&self) -> Duration {
         let since = self.slot().since.load(Ordering::Relaxed);
         Duration::from_nanos(self.connections.now().saturating_sub(since))
     }
@@ -260,16 +263,15 @@ impl SlotRef {
 
     /// Called as the connection's bytes are read.
     fn on_read(&self, received: bool) {
-        match (self.phase(), received) {
-            // Its first read: the client sent its head with the connection, or nothing yet.
-            (Phase::New, true) => self.enter(Phase::Head),
-            (Phase::New, false) => self
-                .slot()
-                .phase
-                .store(Phase::Idle as u8, Ordering::Release),
-            (Phase::Idle, true) => self.enter(Phase::Head),
-            _ => {}
-        }
+        // `since` is left as it is: a head's age counts from when the connection began waiting
+        // for it (accepted, or its last response written), not from when the server happened
+        // to poll it, which on a busy runtime says more about the scheduler than the client.
+        let phase = match (self.phase(), received) {
+            (Phase::New | Phase::Idle, true) => Phase::Head,
+            (Phase::New, false) => Phase::Idle,
+            _ => return,
+        };
+        self.slot().phase.store(phase as u8, Ordering::Release);
     }
 }
 
