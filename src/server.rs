@@ -129,13 +129,13 @@ pub async fn serve(
                 continue;
             }
         };
-        let connection = Connection {
+        let shared = Shared {
             app: app.clone(),
             stop: stop.clone(),
             force: force.clone(),
             grace,
         };
-        spawn_connection(stream, slot, connection);
+        spawn_connection(stream, slot, shared);
     }
     drop(listener);
     if !connections.all_closed(grace).await {
@@ -162,7 +162,7 @@ enum Slot {
 }
 
 /// What every connection's task shares with the server.
-struct Connection {
+struct Shared {
     app: Router,
     /// The worker is stopping: finish the request in flight, then close.
     stop: CancellationToken,
@@ -173,13 +173,13 @@ struct Connection {
 }
 
 /// Spawns the task serving one connection: the one place connections become tasks.
-fn spawn_connection(stream: TcpStream, slot: Slot, connection: Connection) -> JoinHandle<()> {
+fn spawn_connection(stream: TcpStream, slot: Slot, shared: Shared) -> JoinHandle<()> {
     // The HTTP surface is an instrument, not the workload: everything a connection allocates
     // (hyper's buffers, the response) is charged to `worker_observer_*{observer="http"}`, and
     // what it serves inside (a scrape, a profile) to that observer in turn.
     tasks::spawn(
         TaskKind::Http,
-        observer::instrument(Observer::Http, connection.serve(stream, slot)),
+        observer::instrument(Observer::Http, connection(stream, slot, shared)),
     )
 }
 
@@ -191,100 +191,96 @@ enum Cut {
     Forced,
 }
 
-impl Connection {
-    /// Serves one connection's requests until the client closes it, it breaks a limit, it is
-    /// closed to make room, or shutdown.
-    async fn serve(self, stream: TcpStream, slot: Slot) {
-        let lease = match slot {
-            Slot::Leased(lease) => lease,
-            Slot::AfterEviction(connections) => {
-                match connections.after_eviction(EVICTION_WAIT).await {
-                    Some(lease) => lease,
-                    None => {
-                        refuse(&stream, &EVICTION_TOO_SLOW);
-                        return;
-                    }
-                }
+/// Serves one connection's requests until the client closes it, it breaks a limit, it is closed
+/// to make room, or shutdown.
+async fn connection(stream: TcpStream, slot: Slot, shared: Shared) {
+    let lease = match slot {
+        Slot::Leased(lease) => lease,
+        Slot::AfterEviction(connections) => match connections.after_eviction(EVICTION_WAIT).await {
+            Some(lease) => lease,
+            None => {
+                refuse(&stream, &EVICTION_TOO_SLOW);
+                return;
             }
-        };
-        let slot = lease.slot().clone();
-        let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(ErrorBodies::new(TrackedIo::new(stream, slot.clone())));
-        let service = TrackedService::new(TowerToHyperService::new(self.app), slot.clone());
-        // Declared after `lease`, so dropped before it: the slot is freed once nothing of the
-        // connection is left.
-        let mut conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_REQUEST_HEAD)
-            .max_headers(MAX_HEADERS)
-            .serve_connection(io, service);
-        let (mut stopping, mut evicted) = (false, false);
-        let outcome = loop {
-            tokio::select! {
-                // hyper first: a request that has arrived is read before a stop or an eviction
-                // is looked at, so it is served, not dropped with an idle connection.
-                biased;
-                result = &mut conn => break Ok(result),
-                () = self.stop.cancelled(), if !stopping => {
-                    // Finish the request in flight, if any, then close; an idle connection
-                    // closes now.
-                    stopping = true;
-                    std::pin::Pin::new(&mut conn).graceful_shutdown();
-                }
-                () = self.force.cancelled(), if stopping => break Err(Cut::Forced),
-                () = slot.evicted(), if !evicted => {
-                    evicted = true;
-                    if slot.phase() == Phase::Head {
-                        break Err(Cut::EvictedMidHead);
-                    }
-                    // Idle: hyper closes it now. Busy (its request arrived after it was
-                    // picked): it finishes that request first.
-                    std::pin::Pin::new(&mut conn).graceful_shutdown();
-                }
+        },
+    };
+    let slot = lease.slot().clone();
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(ErrorBodies::new(TrackedIo::new(stream, slot.clone())));
+    let service = TrackedService::new(TowerToHyperService::new(shared.app), slot.clone());
+    // Declared after `lease`, so dropped before it (in every path, at the end of this function):
+    // the slot is freed once nothing of the connection is left, its response body included,
+    // and any last answer below has been written.
+    let mut conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(io, service);
+    let (mut stopping, mut evicted) = (false, false);
+    let outcome = loop {
+        tokio::select! {
+            // hyper first: a request that has arrived is read before a stop or an eviction
+            // is looked at, so it is served, not dropped with an idle connection.
+            biased;
+            result = &mut conn => break Ok(result),
+            () = shared.stop.cancelled(), if !stopping => {
+                // Finish the request in flight, if any, then close; an idle connection
+                // closes now.
+                stopping = true;
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
             }
-        };
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) if err.is_timeout() => {
-                // hyper's header-read timeout. It closes without a word; when part of a head
-                // had arrived, the client is told why.
-                let parts = conn.into_parts();
-                if !parts.read_buf.is_empty() {
-                    answer_and_close(parts.io.into_inner(), &HEAD_TIMED_OUT).await;
+            () = shared.force.cancelled(), if stopping => break Err(Cut::Forced),
+            () = slot.evicted(), if !evicted => {
+                evicted = true;
+                if slot.phase() == Phase::Head {
+                    break Err(Cut::EvictedMidHead);
                 }
+                // Idle: hyper closes it now. Busy (its request arrived after it was
+                // picked): it finishes that request first.
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
             }
-            // Resets and malformed requests are the client's business; the client got an
-            // answer if one was possible.
-            Ok(Err(err)) => tracing::debug!("HTTP connection closed: {err}"),
-            Err(Cut::EvictedMidHead) => {
-                let waited = slot.waiting_for();
+        }
+    };
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) if err.is_timeout() => {
+            // hyper's header-read timeout. It closes without a word; when part of a head
+            // had arrived, the client is told why.
+            let parts = conn.into_parts();
+            if !parts.read_buf.is_empty() {
+                answer_and_close(parts.io.into_inner(), &HEAD_TIMED_OUT).await;
+            }
+        }
+        // Resets and malformed requests are the client's business; the client got an
+        // answer if one was possible.
+        Ok(Err(err)) => tracing::debug!("HTTP connection closed: {err}"),
+        Err(Cut::EvictedMidHead) => {
+            let waited = slot.waiting_for();
+            let body = format!(
+                "request timeout: this worker was at its limit of {MAX_CONNECTIONS} \
+                 connections and closed this one to serve another, because its request head was \
+                 still incomplete {:.1} s after the connection began waiting for it; send the \
+                 request line and headers at once\n",
+                waited.as_secs_f64()
+            );
+            let response = plain_response("408 Request Timeout", "", &body);
+            let parts = conn.into_parts();
+            answer_and_close(parts.io.into_inner(), &response).await;
+        }
+        Err(Cut::Forced) => {
+            // A request still being handled has sent nothing yet: say why it ends here.
+            if slot.phase() == Phase::Busy {
                 let body = format!(
-                    "request timeout: this worker was at its limit of {MAX_CONNECTIONS} \
-                     connections and closed this one to serve another, because its request head \
-                     was still incomplete {:.1} s after the connection began waiting for it; \
-                     send the request line and headers at once\n",
-                    waited.as_secs_f64()
+                    "the worker is stopping: this request was still being handled {} s after \
+                     the worker stopped taking connections, so it ends without its answer\n",
+                    shared.grace.as_secs()
                 );
-                let response = plain_response("408 Request Timeout", "", &body);
+                let response = plain_response("503 Service Unavailable", "", &body);
                 let parts = conn.into_parts();
                 answer_and_close(parts.io.into_inner(), &response).await;
             }
-            Err(Cut::Forced) => {
-                // A request still being handled has sent nothing yet: say why it ends here.
-                if slot.phase() == Phase::Busy {
-                    let body = format!(
-                        "the worker is stopping: this request was still being handled {} s after \
-                         the worker stopped taking connections, so it ends without its answer\n",
-                        self.grace.as_secs()
-                    );
-                    let response = plain_response("503 Service Unavailable", "", &body);
-                    let parts = conn.into_parts();
-                    answer_and_close(parts.io.into_inner(), &response).await;
-                }
-            }
         }
-        drop(lease);
     }
 }
 
