@@ -1,11 +1,12 @@
-//! The workers' HTTP server under abuse: half-sent requests are closed, too many connections are
-//! refused with a reason, and every error response says what was wrong.
+//! The workers' HTTP server under abuse: half-sent requests are answered 408 and closed, idle
+//! connections make room for new ones, connections beyond requests in flight are refused with
+//! a reason, and every error response says what was wrong.
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::{Worker, wait_for};
 
@@ -83,7 +84,7 @@ fn error_responses_name_the_problem() {
 }
 
 #[test]
-fn half_sent_requests_are_closed() {
+fn half_sent_requests_are_answered_408_and_closed() {
     let worker = Worker::start("optimized", &[]);
     let before = live_http(&worker);
     let mut stuck: Vec<TcpStream> = (0..50)
@@ -96,27 +97,37 @@ fn half_sent_requests_are_closed() {
             stream
         })
         .collect();
+    // And a keep-alive connection that completed a request, then went quiet.
+    let mut idle = TcpStream::connect(worker.addr).unwrap();
+    assert_eq!(request_on(&mut idle, "/healthz").0, 200);
     wait_for("fifty connections served", Duration::from_secs(60), || {
         (live_http(&worker) >= before + 50.0).then_some(())
     });
-    // The server gives up on each of them: the client sees its connection closed.
+    // The server gives up on each of them and says why: a 408 with a body.
     for stream in &mut stuck {
         stream
             .set_read_timeout(Some(Duration::from_secs(120)))
             .unwrap();
-        let mut buf = [0u8; 64];
-        match stream.read(&mut buf) {
-            Ok(0) => {}
-            Ok(n) => panic!("unexpected answer {:?}", String::from_utf8_lossy(&buf[..n])),
-            Err(e) => assert!(
-                !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ),
-                "a half-sent request was never closed"
-            ),
-        }
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{read:?}: {answer:?}"
+        );
+        assert!(answer.contains("did not arrive within 10 s"), "{answer:?}");
     }
+    // The idle keep-alive connection is closed without a word: a 408 there would read as the
+    // answer to the client's next request.
+    idle.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = idle.read_to_end(&mut answer);
+    assert!(
+        matches!(read, Ok(0)) && answer.is_empty(),
+        "{read:?}: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
     wait_for(
         "the connections' tasks to end",
         Duration::from_secs(60),
@@ -125,12 +136,133 @@ fn half_sent_requests_are_closed() {
     assert_eq!(worker.get("/healthz").status, 200);
 }
 
+/// Sends a keep-alive GET for `path` on `stream` and reads its response (status and body, by
+/// its content-length), leaving the connection open.
+fn request_on(stream: &mut TcpStream, path: &str) -> (u16, String) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: lab\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    read_response(stream)
+}
+
+/// Reads one response from `stream` (status and body, by its content-length).
+fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut buf).expect("a response");
+        assert!(n > 0, "closed before the response head");
+        answer.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&answer[..head_end]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    while answer.len() < head_end + length {
+        let n = stream.read(&mut buf).expect("the body");
+        assert!(n > 0, "closed before the body's end");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let body = String::from_utf8_lossy(&answer[head_end..]).into_owned();
+    (status, body)
+}
+
+/// Whether `stream` is open with nothing to read, at this instant.
+fn open_now(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let open = matches!(stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).unwrap();
+    open
+}
+
+/// Whether the server closed `stream`: `Some(true)` closed, `Some(false)` open and silent,
+/// `None` answered something.
+fn closed(stream: &TcpStream, wait: Duration) -> Option<bool> {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 256];
+    match (&*stream).read(&mut buf) {
+        Ok(0) => Some(true),
+        Ok(_) => None,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Some(false),
+        Err(_) => Some(true), // reset
+    }
+}
+
 #[test]
-fn connections_beyond_the_limit_are_refused_with_a_reason() {
+fn idle_connections_make_room_and_only_requests_in_flight_fill_the_server() {
+    use profiling_lab::server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
     let worker = Worker::start("optimized", &[]);
-    // Fill every slot with idle connections (each is closed by the server after 10 s).
-    let idle: Vec<TcpStream> = (0..profiling_lab::server::MAX_CONNECTIONS)
-        .map(|_| TcpStream::connect(worker.addr).unwrap())
+    // Every slot held by a keep-alive connection that completed a request and went idle: the
+    // way a client pool, or an abusive client, wedged /metrics with 503s for up to 10 s. The
+    // first one goes idle before the others send anything, so it is the one idle the longest;
+    // the others are sent at once, so that setting up takes well under the idle timeout.
+    let mut first = TcpStream::connect(worker.addr).unwrap();
+    assert_eq!(request_on(&mut first, "/healthz"), (200, "ok\n".to_owned()));
+    let first_idle = Instant::now();
+    let mut rest: Vec<TcpStream> = (1..MAX_CONNECTIONS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(worker.addr).unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nhost: lab\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    for stream in &mut rest {
+        assert_eq!(read_response(stream), (200, "ok\n".to_owned()));
+    }
+
+    // A scrape still gets in, in the place of the connection idle the longest.
+    let (status, body) = exchange(
+        worker.addr,
+        b"GET /metrics HTTP/1.1\r\nhost: lab\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(status, Some(200), "{body:.300}");
+    assert!(body.contains("worker_live_tasks"), "{body:.300}");
+    assert_eq!(
+        closed(&first, Duration::from_secs(5)),
+        Some(true),
+        "the connection idle the longest was closed to make room"
+    );
+    let still_open = rest.iter().filter(|s| open_now(s)).count();
+    // All of this before the first connection's own idle timeout could have closed anything:
+    // the room was made by closing it, not by waiting, and for one newcomer only one closed.
+    let checked = first_idle.elapsed();
+    assert!(
+        checked < HEADER_READ_TIMEOUT,
+        "checked {checked:?} after the first connection went idle, not before its \
+         {HEADER_READ_TIMEOUT:?} idle timeout: too slow to tell eviction from the timeout"
+    );
+    assert_eq!(still_open, MAX_CONNECTIONS - 1, "one closed per newcomer");
+    let mut idle = rest;
+    idle.push(first);
+
+    // Requests in flight are never closed to make room: fill every slot with a 300 s mutex
+    // profile, each taking the place of an idle connection, and the next one is refused, with
+    // the reason.
+    let in_flight: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(worker.addr).unwrap();
+            stream
+                .write_all(b"GET /debug/pprof/mutex?seconds=300 HTTP/1.1\r\nhost: lab\r\n\r\n")
+                .unwrap();
+            stream
+        })
         .collect();
     let (status, body) = wait_for("a refused connection", Duration::from_secs(60), || {
         let (status, body) = raw(
@@ -140,13 +272,81 @@ fn connections_beyond_the_limit_are_refused_with_a_reason() {
         (status == 503).then_some((status, body))
     });
     assert_eq!(status, 503);
-    assert!(body.contains("limit of 256 connections"), "{body}");
-    drop(idle);
-    wait_for("slots freed", Duration::from_secs(60), || {
-        (profiling_lab::client::get(&worker.url("/healthz"), Duration::from_secs(10))
-            .is_ok_and(|r| r.status == 200))
-        .then_some(())
+    assert!(
+        body.contains(&format!("limit of {MAX_CONNECTIONS} connections"))
+            && body.contains("request in flight"),
+        "{body}"
+    );
+    for stream in &idle {
+        assert_eq!(closed(stream, Duration::from_secs(5)), Some(true));
+    }
+    // Every profile is still being made: none was closed or refused.
+    assert!(in_flight.iter().all(open_now));
+}
+
+#[test]
+fn half_sent_heads_make_room_when_none_is_idle() {
+    use profiling_lab::server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+    let worker = Worker::start("optimized", &[]);
+    // Every slot held by a request head that began and never ended (slowloris).
+    let opened = Instant::now();
+    let stuck: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(worker.addr).unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nhost: lab\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // A scrape still gets in (a 503 only while the server has not yet read those heads).
+    let body = wait_for("a scrape answered", Duration::from_secs(60), || {
+        let (status, body) = exchange(
+            worker.addr,
+            b"GET /metrics HTTP/1.1\r\nhost: lab\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        );
+        (status == Some(200)).then_some(body)
     });
+    assert!(body.contains("worker_live_tasks"), "{body:.300}");
+    // Before the first head's own timeout could have closed it: whatever closed it was the
+    // scrape's arrival.
+    let in_time = opened.elapsed() < HEADER_READ_TIMEOUT;
+    // A half-sent head made room (the one that had waited the longest among those the server
+    // had read: a connection not polled yet is never picked), and was told why; its 408 was
+    // written before its slot was freed for the scrape.
+    let answers: Vec<String> = stuck
+        .iter()
+        .filter(|stream| {
+            stream.set_nonblocking(true).unwrap();
+            let answered = stream.peek(&mut [0u8; 1]).is_ok();
+            stream.set_nonblocking(false).unwrap();
+            answered
+        })
+        .map(|mut stream| {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+        .collect();
+    assert!(!answers.is_empty(), "no half-sent connection was closed");
+    for answer in &answers {
+        assert!(
+            answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{answer:?}"
+        );
+        // Too slow a machine cannot tell eviction from the header timeout; both say 408.
+        if in_time {
+            assert!(
+                answer.contains(&format!("limit of {MAX_CONNECTIONS} connections"))
+                    && answer.contains("still incomplete"),
+                "{answer:?}"
+            );
+        }
+    }
 }
 
 /// Sends a GET for `path` on its own connection and returns the status (0 without an answer)
@@ -180,8 +380,9 @@ fn long_profiles_answer_when_the_worker_stops() {
     assert!(!stopped.killed, "the worker did not exit");
     for request in requests {
         let (path, (status, body)) = request.join().unwrap();
-        // What was sampled so far, or an error that says why (503 if it had not started, 422
-        // if the flamegraph had no sample yet): never a connection closed unanswered.
+        // What was sampled so far, or an error that says why (503 if it had not started, or was
+        // still being made when the worker's shutdown grace ran out; 422 if the flamegraph had
+        // no sample yet): never a connection closed unanswered.
         assert!(
             status == 200 && !body.is_empty()
                 || status == 503 && body.contains("the worker is stopping")

@@ -27,6 +27,9 @@ use serde::Serialize;
 use crate::kind::WorkerKind;
 use crate::lab::exercise::Tree;
 use crate::lab::exercise::generate::LESSON_IDS;
+use crate::lab::stack::DataDirArg;
+use crate::lab::stack::config::HOST;
+use crate::lab::stack::layout::{DataDir, Service};
 
 use self::runs::Run;
 use self::workload::{Expected, Workload};
@@ -42,6 +45,43 @@ pub struct CheckArgs {
     /// The lab's source tree [default: the directory holding Cargo.toml, from the current one up]
     #[arg(long, value_name = "DIR")]
     tree: Option<PathBuf>,
+    /// The port your worker serves on, for the profile commands the hints print [default: the
+    /// --exercise-port of a `lab demo --exercise` running with --data-dir, else 9093]
+    #[arg(long, value_name = "PORT", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u16).range(1..=65535))]
+    exercise_port: Option<u16>,
+    #[command(flatten)]
+    data: DataDirArg,
+}
+
+/// The address the graders' hint commands name: the exercise worker's default one.
+/// [`run`] replaces it with the address of the learner's worker when that is elsewhere.
+pub const DEFAULT_EXERCISE_ADDR: &str = "127.0.0.1:9093";
+
+/// Where the learner's worker listens: `--exercise-port`, else the port of the exercise worker
+/// a running `lab demo --exercise` started, else the default. A demo state that cannot be read
+/// only costs the hints their port, so it falls back to the default rather than fail the check.
+fn exercise_addr(args: &CheckArgs) -> String {
+    let port = args.exercise_port.or_else(|| {
+        let demo = DataDir::resolve(&args.data.data_dir)
+            .and_then(|dir| dir.running_demo())
+            .ok()
+            .flatten()?;
+        demo.has(Service::WorkerExercise)
+            .then_some(demo.ports.exercise)
+    });
+    match port {
+        Some(port) => format!("{HOST}:{port}"),
+        None => DEFAULT_EXERCISE_ADDR.to_owned(),
+    }
+}
+
+impl Hint {
+    /// This hint with its command pointed at the worker on `addr`.
+    fn at(mut self, addr: &str) -> Hint {
+        self.command = self.command.replace(DEFAULT_EXERCISE_ADDR, addr);
+        self
+    }
 }
 
 /// A lesson `lab check` grades.
@@ -133,8 +173,9 @@ impl Status {
 pub struct Hint {
     /// The metric to watch (on the dashboard, or in Prometheus).
     pub metric: String,
-    /// The profile command that points at what remains (the exercise worker on its default
-    /// port: `lab demo --exercise`, or `worker-exercise` on its own).
+    /// The profile command that points at what remains: graders name the exercise worker at
+    /// [`DEFAULT_EXERCISE_ADDR`], and the report names the address it actually serves on
+    /// (`lab demo --exercise --exercise-port`, or `lab check --exercise-port`).
     pub command: String,
 }
 
@@ -143,7 +184,9 @@ impl Hint {
     fn allocs(metric: &str) -> Hint {
         Hint {
             metric: metric.to_owned(),
-            command: "go tool pprof -top http://127.0.0.1:9093/debug/pprof/allocs".to_owned(),
+            command: format!(
+                "go tool pprof -top http://{DEFAULT_EXERCISE_ADDR}/debug/pprof/allocs"
+            ),
         }
     }
 }
@@ -258,8 +301,15 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
                 bad,
                 optimized,
             };
-            let graded: Vec<(&Lesson, Grade)> =
-                lessons.iter().map(|l| (*l, (l.grade)(&runs))).collect();
+            let addr = exercise_addr(&args);
+            let graded: Vec<(&Lesson, Grade)> = lessons
+                .iter()
+                .map(|l| {
+                    let mut grade = (l.grade)(&runs);
+                    grade.hint = grade.hint.at(&addr);
+                    (*l, grade)
+                })
+                .collect();
             (problems, graded)
         }
         Err(problem) => (vec![problem], Vec::new()),
@@ -375,5 +425,45 @@ fn figure(value: f64) -> String {
         format!("{value:.0}")
     } else {
         format!("{value:.1}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        check: CheckArgs,
+    }
+
+    fn args(flags: &[&str]) -> CheckArgs {
+        Cli::try_parse_from(std::iter::once("check").chain(flags.iter().copied()))
+            .unwrap()
+            .check
+    }
+
+    #[test]
+    fn hints_name_the_port_the_learners_worker_serves_on() {
+        let empty = tempfile::tempdir().unwrap();
+        let dir = empty.path().to_str().unwrap();
+        // No demo running there, no flag: the default port.
+        assert_eq!(
+            exercise_addr(&args(&["--data-dir", dir])),
+            DEFAULT_EXERCISE_ADDR
+        );
+        let addr = exercise_addr(&args(&["--data-dir", dir, "--exercise-port", "19093"]));
+        assert_eq!(addr, "127.0.0.1:19093");
+        let hint = Hint::allocs("worker_allocations_total").at(&addr);
+        assert_eq!(
+            hint.command,
+            "go tool pprof -top http://127.0.0.1:19093/debug/pprof/allocs"
+        );
+        assert!(
+            Cli::try_parse_from(["check", "--exercise-port", "0"]).is_err(),
+            "port 0 is refused"
+        );
     }
 }
