@@ -90,8 +90,8 @@ pub struct BadWorker {
 
 impl Strategy for Bad {
     type Worker = BadWorker;
-    /// Without `leak`, the round's reporter and its stop token.
-    type Round = Option<Reporter>;
+    /// Without `leak`, the run's progress reporter.
+    type Run = Option<Reporter>;
 
     // ---- Lesson 6: the queue ------------------------------------------------------------------
     // An unbounded channel never makes the producer wait. While workers keep up nothing shows;
@@ -128,19 +128,28 @@ impl Strategy for Bad {
     // (detached), so nobody could. One more live task per round, forever.
     // Shows in: `worker_active_goroutines` stepping up each round;
     // `go tool pprof -top .../debug/pprof/goroutine` lists `bad::progress_reporter`.
-    fn start_round(&self, round: u64, ctx: &Arc<Context>) -> Option<Reporter> {
+    fn start_run(&self, ctx: &Arc<Context>) -> Option<Reporter> {
         if !self.has(Problem::Leak) {
-            return Some(optimized::start_reporter(round, ctx));
+            return Some(Reporter::start(ctx));
         }
-        pool::spawn_helper(progress_reporter(round, Arc::clone(ctx)));
         None
     }
 
-    async fn finish_round(&self, round: Option<Reporter>) {
+    fn start_round(&self, round: u64, run: &mut Option<Reporter>, ctx: &Arc<Context>) {
+        if !self.has(Problem::Leak) {
+            if let Some(reporter) = run {
+                reporter.round(round);
+            }
+            return;
+        }
+        pool::spawn_helper(progress_reporter(round, Arc::clone(ctx)));
+    }
+
+    async fn finish_run(&self, run: Option<Reporter>) {
         if !self.has(Problem::Leak)
-            && let Some(reporter) = round
+            && let Some(reporter) = run
         {
-            optimized::stop_reporter(reporter).await;
+            reporter.stop().await;
         }
     }
 

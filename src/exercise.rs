@@ -6,7 +6,7 @@
 //! `lab exercise diff`, start a lesson over with `lab exercise reset LESSON`. The path
 //! through the lessons and the hints are in docs/EXERCISES.md.
 //!
-//! Generated from src/bad.rs (fnv1a f61664429ce0b435); `lab exercise reset --all` restores it.
+//! Generated from src/bad.rs (fnv1a bc074cbebbff0b63); `lab exercise reset --all` restores it.
 
 // The strategy's methods are given what the fixes need; the bad code leaves some unused.
 #![allow(unused_variables)]
@@ -53,8 +53,8 @@ pub struct ExerciseWorker {}
 
 impl Strategy for Exercise {
     type Worker = ExerciseWorker;
-    /// Without `leak`, the round's reporter and its stop token.
-    type Round = Option<Reporter>;
+    /// Without `leak`, the run's progress reporter.
+    type Run = Option<Reporter>;
 
     // ---- Lesson 6 (backlog) -------------------------------------------------------------------
     // Shows in: `worker_tasks_in_queue` climbing through the burst
@@ -72,12 +72,15 @@ impl Strategy for Exercise {
     // ---- Lesson 1a (leak) ---------------------------------------------------------------------
     // Shows in: `worker_active_goroutines` stepping up each round;
     // `go tool pprof -top .../debug/pprof/goroutine` lists `exercise::progress_reporter`.
-    fn start_round(&self, round: u64, ctx: &Arc<Context>) -> Option<Reporter> {
-        pool::spawn_helper(progress_reporter(round, Arc::clone(ctx)));
+    fn start_run(&self, ctx: &Arc<Context>) -> Option<Reporter> {
         None
     }
 
-    async fn finish_round(&self, round: Option<Reporter>) {}
+    fn start_round(&self, round: u64, run: &mut Option<Reporter>, ctx: &Arc<Context>) {
+        pool::spawn_helper(progress_reporter(round, Arc::clone(ctx)));
+    }
+
+    async fn finish_run(&self, run: Option<Reporter>) {}
 
     // ---- Lesson 5 (contention) ----------------------------------------------------------------
     // Shows in: `worker_lock_wait_seconds{lock="tally"}` (rate of

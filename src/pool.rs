@@ -3,9 +3,9 @@
 //!
 //! Everything here is the same for both workers, so that the difference a learner sees on the
 //! dashboard comes only from `bad.rs` versus `optimized.rs`. The strategy decides the things the
-//! lessons are about: the kind of queue (lesson 6), what happens around each round of tasks
-//! (lesson 1), how one task is handled (lessons 1-3), where its result is sealed (lesson 4)
-//! and what is held while both happen (lesson 5).
+//! lessons are about: the kind of queue (lesson 6), what starts with the run and with each round
+//! of tasks (lesson 1), how one task is handled (lessons 1-3), where its result is sealed
+//! (lesson 4) and what is held while both happen (lesson 5).
 //!
 //! The measurements every lesson needs are taken here, alike for both: each task carries the
 //! time it was enqueued, so `worker_task_queue_delay_seconds` (enqueue to a worker taking it)
@@ -155,18 +155,24 @@ pub enum QueueKind {
 pub trait Strategy: Send + Sync + Sized + 'static {
     /// State each worker task keeps between tasks.
     type Worker: Send + 'static;
-    /// What a round leaves behind until it finishes.
-    type Round: Send + 'static;
+    /// What the strategy keeps for the whole run (lesson 1a: its helpers), from
+    /// [`start_run`](Strategy::start_run) to [`finish_run`](Strategy::finish_run).
+    type Run: Send + 'static;
 
     fn queue(&self, config: &RunConfig) -> QueueKind;
 
     fn worker(&self, ctx: &Context) -> Self::Worker;
 
-    /// Called before the first task of each round is produced.
-    fn start_round(&self, round: u64, ctx: &Arc<Context>) -> Self::Round;
+    /// Called once, before the first round starts.
+    fn start_run(&self, ctx: &Arc<Context>) -> Self::Run;
 
-    /// Called after the last task of a round is produced, or when the run stops mid-round.
-    fn finish_round(&self, round: Self::Round) -> impl Future<Output = ()> + Send;
+    /// Called before the first task of each round is produced. Once per `--tasks` tasks, on the
+    /// producer's path: what it allocates shows per task in `worker_allocations_total`.
+    fn start_round(&self, round: u64, run: &mut Self::Run, ctx: &Arc<Context>);
+
+    /// Called once when the run ends (shutdown, or `--max-tasks` produced and handled), after
+    /// the worker tasks have stopped: the place to stop and join what the run started.
+    fn finish_run(&self, run: Self::Run) -> impl Future<Output = ()> + Send;
 
     /// Works on one task from dequeue to final result: calls [`handle_and_seal`] once, and
     /// tallies the result in the run's tally (lesson 5). What it holds around that call is the
@@ -218,6 +224,7 @@ pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals 
     ctx.ledger.set_queue(kind);
     let (tx, rx) = queue(kind);
     let rx = Arc::new(AsyncMutex::new(rx));
+    let mut run = strategy.start_run(&ctx);
     let mut workers = JoinSet::new();
     for _ in 0..ctx.config.workers {
         workers.spawn(tasks::track(
@@ -225,12 +232,13 @@ pub async fn run<S: Strategy>(strategy: Arc<S>, ctx: Arc<Context>) -> RunTotals 
             work(Arc::clone(&strategy), Arc::clone(&ctx), Arc::clone(&rx)),
         ));
     }
-    let mut totals = produce(&*strategy, &ctx, tx).await;
+    let mut totals = produce(&*strategy, &ctx, tx, &mut run).await;
     while let Some(joined) = workers.join_next().await {
         if let Err(err) = joined {
             tracing::error!("worker task failed: {err}");
         }
     }
+    strategy.finish_run(run).await;
     let tally = *ctx.tally.lock().await;
     tracing::info!(
         tasks = tally.total(),
@@ -511,7 +519,12 @@ impl Receiver {
 
 /// Produces tasks at `--rate` (times the burst factor during a burst), round after round,
 /// until shutdown.
-async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> RunTotals {
+async fn produce<S: Strategy>(
+    strategy: &S,
+    ctx: &Arc<Context>,
+    tx: Sender,
+    run: &mut S::Run,
+) -> RunTotals {
     let config = &ctx.config;
     let metrics = &ctx.metrics;
     let mut generator = Generator::new(config.seed, config.data_size);
@@ -528,14 +541,11 @@ async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> R
             return totals;
         }
         totals.rounds_started += 1;
-        let guard = strategy.start_round(round, ctx);
+        strategy.start_round(round, run, ctx);
         for _ in 0..config.tasks_per_round.min(limit - totals.tasks_produced) {
             tokio::select! {
                 biased;
-                () = ctx.shutdown.cancelled() => {
-                    strategy.finish_round(guard).await;
-                    return totals;
-                }
+                () = ctx.shutdown.cancelled() => return totals,
                 () = tokio::time::sleep_until(due) => {}
             }
             let rate = Burst::rate_at(ctx.burst.as_ref(), config.rate, due - start);
@@ -566,12 +576,10 @@ async fn produce<S: Strategy>(strategy: &S, ctx: &Arc<Context>, tx: Sender) -> R
                 }
                 Sent::Closed => {
                     metrics.tasks_in_queue.dec();
-                    strategy.finish_round(guard).await;
                     return totals;
                 }
             }
         }
-        strategy.finish_round(guard).await;
     }
     unreachable!("rounds repeat until shutdown")
 }

@@ -19,7 +19,7 @@
 //!
 //! Registering a task costs one small allocation and a lock on one of [`SHARDS`] maps, once per
 //! spawn; each poll adds two relaxed atomic updates and a clock read. The optimized worker
-//! spawns once per round, so it pays nothing measurable per task.
+//! spawns one helper for the whole run, so it pays nothing per task.
 
 use std::any::type_name;
 use std::collections::HashMap;

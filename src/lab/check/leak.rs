@@ -49,7 +49,7 @@ pub fn grade(runs: &Runs) -> Grade {
              (one per round, {rounds} rounds) still run after their round"
         ),
         (false, true) => format!(
-            "half fixed: the reporters stop with their round, but {audits} audit helpers (one \
+            "half fixed: no progress reporter is left running, but {audits} audit helpers (one \
              per failed task, {failures} failed) still wait for an outcome that never comes"
         ),
         (true, true) => format!(

@@ -7,7 +7,7 @@ use super::report::{Figures, Metric, Report};
 use crate::summary::bytes;
 
 /// Live tasks gained per minute above which a run counts as leaking. The optimized worker
-/// wobbles by a task or two (an HTTP connection, a round's reporter between rounds).
+/// wobbles by a task or two (an HTTP connection, a profile download).
 pub const LEAK_SLOPE: f64 = 1.0;
 
 /// The full text report.
