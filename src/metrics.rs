@@ -205,7 +205,7 @@ const RUNTIME_METRICS: [(&str, &str, MetricType); 9] = [
     ),
     (
         "worker_allocated_memory_bytes",
-        "Bytes in live heap allocations of the workload (jemalloc stats.allocated minus the observers' arenas).",
+        "Bytes in live heap allocations of the workload (jemalloc stats.allocated minus the observers' arenas, the free regions in thread caches and jemalloc's own metadata).",
         MetricType::GAUGE,
     ),
     (
