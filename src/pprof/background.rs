@@ -81,6 +81,8 @@ impl Background {
                 std::thread::Builder::new()
                     .name(self.name.to_owned())
                     .spawn(move || {
+                        // Its cache would hold only what the thread's start-up put there.
+                        crate::alloc::drop_thread_cache();
                         // Everything the thread allocates is the observer's, from its first job on.
                         observer::scope(observer, || {
                             for job in rx {
