@@ -312,7 +312,7 @@ fn ensure_arena(index: usize) {
 /// For a thread that only ever does observer work (see [`crate::pprof::background`]): its
 /// allocations bypass the cache anyway, so the cache would keep only what the thread's
 /// start-up (std's and glibc's, before any scope) filled it with, in the pages of a lesson
-/// arena. Fails quietly, as [`set_thread_sampling`] does: the cache then stays.
+/// arena. Fails quietly, as switching the thread's heap sampling does: the cache then stays.
 pub fn drop_thread_cache() {
     // SAFETY: `thread.tcache.enabled` is a `bool`.
     let _ = unsafe { tikv_jemalloc_ctl::raw::write(b"thread.tcache.enabled\0", false) };
