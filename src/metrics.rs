@@ -205,7 +205,7 @@ const RUNTIME_METRICS: [(&str, &str, MetricType); 9] = [
     ),
     (
         "worker_allocated_memory_bytes",
-        "Bytes in live heap allocations of the workload (jemalloc stats.allocated minus the observers' arenas).",
+        "Bytes in live heap allocations of the workload (jemalloc stats.allocated minus the observers' arenas, the free regions in thread caches and jemalloc's own metadata).",
         MetricType::GAUGE,
     ),
     (
@@ -225,7 +225,7 @@ const RUNTIME_METRICS: [(&str, &str, MetricType); 9] = [
     ),
     (
         "worker_resident_memory_bytes",
-        "Bytes in physically resident pages the allocator holds for the workload (jemalloc stats.resident minus the observers' arenas and the allocator's radix tree of the address space).",
+        "Bytes in the workload's heap pages: jemalloc's active, dirty and muzzy pages of every arena but the observers', less its internal allocations; its base metadata (arenas, extent headers, radix tree) left out.",
         MetricType::GAUGE,
     ),
     (

@@ -11,7 +11,7 @@ pub const DEFAULT_THREADS: usize = 2;
 pub const MAX_THREADS: usize = 256;
 
 /// A multi-threaded runtime with `threads` worker threads, plus tokio's blocking pool (profiles
-/// are symbolized there).
+/// are made on observer threads of their own, see [`crate::pprof::background`]).
 ///
 /// The lab once ran a single worker thread, because tokio's task dumps (then behind the task
 /// profile) could leave a runtime with several threads hung at their barrier

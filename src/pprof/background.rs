@@ -1,11 +1,14 @@
 //! Observer work on a thread of its own, started on first use, running one job at a time in
 //! its observer's scope.
 //!
-//! The task profile used tokio's blocking pool. A pool thread is started for a request when
-//! none is idle and exits after ten idle seconds; what a thread allocates as it starts (tokio's
-//! and std's thread-locals, the tracing registry's per-thread slab) happens before any observer
-//! scope, so it was the lesson's memory, and the threads came and went with the profiles. One
-//! long-lived thread, in the observer's scope from its first instruction, keeps all of it apart.
+//! The task profile, and the encoding of CPU and heap profiles, used tokio's blocking pool. A
+//! pool thread is started for a request when none is idle and exits after ten idle seconds;
+//! what a thread allocates as it starts (tokio's and std's thread-locals, the tracing
+//! registry's per-thread slab) happens before any observer scope, so it was the lesson's
+//! memory, its jemalloc cache filled from the lesson's slabs, and the threads came and went
+//! with the profiles, in the runtime's blocking-thread count. One long-lived thread per
+//! observer, in the observer's scope from its first job and with its jemalloc cache off (its
+//! scopes bypass the cache anyway), keeps all of it apart.
 //!
 //! It runs at the normal priority, on purpose. At nice 10 a storm of task profiles on 100,000
 //! tasks made `/metrics` slower, not faster (p99 39 and 44 ms against 29 and 17 ms at nice 0,
@@ -81,6 +84,8 @@ impl Background {
                 std::thread::Builder::new()
                     .name(self.name.to_owned())
                     .spawn(move || {
+                        // Its cache would hold only what the thread's start-up put there.
+                        crate::alloc::drop_thread_cache();
                         // Everything the thread allocates is the observer's, from its first job on.
                         observer::scope(observer, || {
                             for job in rx {

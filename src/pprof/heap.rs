@@ -29,6 +29,7 @@ use crate::http::ApiError;
 use crate::kind::WorkerKind;
 use crate::memory::MemoryStats;
 use crate::observer::{self, Observer};
+use crate::pprof::background::Background;
 use crate::pprof::symbolize::{self, Stack};
 use crate::pprof::{OneAtATime, encode, flame};
 
@@ -242,13 +243,15 @@ async fn dump_async() -> Result<Snapshot, ApiError> {
     .await
 }
 
-/// Runs heap-profile work on the blocking pool, in the observer's scope.
+/// Runs heap-profile work off the async threads, on the heap profile's own thread, in the
+/// observer's scope. Not on tokio's blocking pool: a pool thread started for a profile filled
+/// its jemalloc cache in a lesson arena before the work entered the scope, and showed in the
+/// runtime's blocking-thread count (see [`Background`]).
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(move || observer::scope(Observer::HeapProfile, work))
-        .await
-        .map_err(|e| ApiError::internal("heap profile task", e))?
+    static WORK: Background = Background::new("heap-profile", Observer::HeapProfile);
+    WORK.run(work).await
 }
 
 fn controller() -> Result<&'static Arc<tokio::sync::Mutex<JemallocProfCtl>>, ApiError> {

@@ -312,13 +312,17 @@ impl OneAtATime {
     }
 }
 
-/// Runs CPU-heavy profile work (symbolization, compression) off the async threads.
+/// Runs CPU-heavy CPU-profile work (symbolization, compression) off the async threads, on the
+/// CPU profile's own thread, in its observer's scope. Not on tokio's blocking pool: a pool
+/// thread started for a profile filled its jemalloc cache in a lesson arena before the work
+/// entered the scope, and showed in the runtime's blocking-thread count (see
+/// [`background::Background`]).
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::internal("profile task", e))?
+    static WORK: background::Background =
+        background::Background::new("cpu-profile", Observer::CpuProfile);
+    WORK.run(work).await
 }
 
 fn svg_response(svg: Vec<u8>) -> Response {
