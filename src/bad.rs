@@ -160,7 +160,7 @@ impl Strategy for Bad {
     // workers yield their threads, but only one task is worked on at a time, however many
     // threads the runtime has. Shows in: `worker_lock_wait_seconds{lock="tally"}` (rate of
     // `_sum` over rate of tasks = wait per task, several tasks' worth), throughput flat however
-    // many threads and the CPU panel at one core, p99 `worker_task_latency_seconds`;
+    // many threads with CPU left over (waiters yield), p99 `worker_task_latency_seconds`;
     // `go tool pprof -top .../debug/pprof/mutex` names `bad::Bad::run_task` as the waiter.
     async fn run_task(
         &self,

@@ -6,7 +6,7 @@
 //! `lab exercise diff`, start a lesson over with `lab exercise reset LESSON`. The path
 //! through the lessons and the hints are in docs/EXERCISES.md.
 //!
-//! Generated from src/bad.rs (fnv1a bc074cbebbff0b63); `lab exercise reset --all` restores it.
+//! Generated from src/bad.rs (fnv1a 90f10251a758bdd7); `lab exercise reset --all` restores it.
 
 // The strategy's methods are given what the fixes need; the bad code leaves some unused.
 #![allow(unused_variables)]
@@ -85,7 +85,7 @@ impl Strategy for Exercise {
     // ---- Lesson 5 (contention) ----------------------------------------------------------------
     // Shows in: `worker_lock_wait_seconds{lock="tally"}` (rate of
     // `_sum` over rate of tasks = wait per task, several tasks' worth), throughput flat however
-    // many threads and the CPU panel at one core, p99 `worker_task_latency_seconds`;
+    // many threads with CPU left over (waiters yield), p99 `worker_task_latency_seconds`;
     // `go tool pprof -top .../debug/pprof/mutex` names `exercise::Exercise::run_task` as the waiter.
     async fn run_task(
         &self,

@@ -135,7 +135,7 @@ impl fmt::Display for Summary {
         }
         writeln!(
             f,
-            "allocated            {} (jemalloc stats.allocated)",
+            "allocated            {} (worker_allocated_memory_bytes: the workload's live heap)",
             bytes(self.memory.allocated)
         )?;
         writeln!(
@@ -152,7 +152,7 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "resident             {} (jemalloc stats.resident)",
+            "resident             {} (worker_resident_memory_bytes: the workload's heap pages)",
             bytes(self.memory.resident)
         )?;
         writeln!(

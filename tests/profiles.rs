@@ -557,17 +557,21 @@ fn allocs_flamegraph_titles_name_worker_kind_duration_and_samples() {
     let cpu = worker.get("/debug/pprof/flamegraph?seconds=2").text();
     assert!(cpu.contains("worker-bad CPU, 2 s, "), "CPU title");
     // The runtime's frames below the task are trimmed: the row above "all" starts with the
-    // program's own functions, not with the thread start or tokio's scheduler.
+    // program's own functions, not with the thread start or tokio's scheduler. A sample that
+    // caught a thread in runtime code only (std's or tokio's glue between two pieces of work)
+    // keeps its leaf, so a sample or two may start there; never a visible share.
     for svg in [&cpu, &svg] {
         let roots = root_frames(svg);
-        for (frame, _) in &roots {
-            for start in ["start_thread", "__rust_try", "std::", "clone"] {
-                assert!(
-                    !frame.starts_with(start),
-                    "thread start at the root: {roots:?}"
-                );
-            }
-        }
+        let thread_start: f64 = roots
+            .iter()
+            .filter(|(frame, _)| {
+                ["start_thread", "__rust_try", "std::", "clone"]
+                    .iter()
+                    .any(|start| frame.starts_with(start))
+            })
+            .map(|(_, share)| share)
+            .sum();
+        assert!(thread_start < 5.0, "thread start at the root: {roots:?}");
         let program: f64 = roots
             .iter()
             .filter(|(f, _)| f.starts_with("profiling_lab::"))
