@@ -87,16 +87,8 @@ fn error_responses_name_the_problem() {
 fn half_sent_requests_are_answered_408_and_closed() {
     let worker = Worker::start("optimized", &[]);
     let before = live_http(&worker);
-    let mut stuck: Vec<TcpStream> = (0..50)
-        .map(|_| {
-            let mut stream = TcpStream::connect(worker.addr).unwrap();
-            // A request line and a header, never the blank line that ends the head.
-            stream
-                .write_all(b"GET /metrics HTTP/1.1\r\nhost: lab\r\n")
-                .unwrap();
-            stream
-        })
-        .collect();
+    // A request line and a header, never the blank line that ends the head.
+    let mut stuck = worker.connect_sending(50, b"GET /metrics HTTP/1.1\r\nhost: lab\r\n");
     // And a keep-alive connection that completed a request, then went quiet.
     let mut idle = TcpStream::connect(worker.addr).unwrap();
     assert_eq!(request_on(&mut idle, "/healthz").0, 200);
@@ -213,15 +205,10 @@ fn idle_connections_make_room_and_only_requests_in_flight_fill_the_server() {
     let mut first = TcpStream::connect(worker.addr).unwrap();
     assert_eq!(request_on(&mut first, "/healthz"), (200, "ok\n".to_owned()));
     let first_idle = Instant::now();
-    let mut rest: Vec<TcpStream> = (1..MAX_CONNECTIONS)
-        .map(|_| {
-            let mut stream = TcpStream::connect(worker.addr).unwrap();
-            stream
-                .write_all(b"GET /healthz HTTP/1.1\r\nhost: lab\r\n\r\n")
-                .unwrap();
-            stream
-        })
-        .collect();
+    let mut rest = worker.connect_sending(
+        MAX_CONNECTIONS - 1,
+        b"GET /healthz HTTP/1.1\r\nhost: lab\r\n\r\n",
+    );
     for stream in &mut rest {
         assert_eq!(read_response(stream), (200, "ok\n".to_owned()));
     }
@@ -290,15 +277,7 @@ fn half_sent_heads_make_room_when_none_is_idle() {
     let worker = Worker::start("optimized", &[]);
     // Every slot held by a request head that began and never ended (slowloris).
     let opened = Instant::now();
-    let stuck: Vec<TcpStream> = (0..MAX_CONNECTIONS)
-        .map(|_| {
-            let mut stream = TcpStream::connect(worker.addr).unwrap();
-            stream
-                .write_all(b"GET /metrics HTTP/1.1\r\nhost: lab\r\n")
-                .unwrap();
-            stream
-        })
-        .collect();
+    let stuck = worker.connect_sending(MAX_CONNECTIONS, b"GET /metrics HTTP/1.1\r\nhost: lab\r\n");
     // A scrape still gets in (a 503 only while the server has not yet read those heads).
     let body = wait_for("a scrape answered", Duration::from_secs(60), || {
         let (status, body) = exchange(

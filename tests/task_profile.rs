@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::time::Duration;
 
 use support::{Worker, go_pprof, require_go, wait_for};
@@ -215,15 +214,7 @@ fn one_task_profile_at_a_time() {
 #[test]
 fn keep_alive_connections_are_not_a_leak() {
     let worker = Worker::start("optimized", &["--duration", "8s"]);
-    let mut connections: Vec<TcpStream> = (0..20)
-        .map(|_| {
-            let mut stream = TcpStream::connect(worker.addr).unwrap();
-            stream
-                .write_all(b"GET /healthz HTTP/1.1\r\nhost: lab\r\n\r\n")
-                .unwrap();
-            stream
-        })
-        .collect();
+    let mut connections = worker.connect_sending(20, b"GET /healthz HTTP/1.1\r\nhost: lab\r\n\r\n");
     for stream in &mut connections {
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))

@@ -136,6 +136,19 @@ impl Worker {
         }
     }
 
+    /// Opens `count` connections to the worker, each having sent `bytes` (a whole request, or
+    /// the start of one), and keeps them open for the caller.
+    pub fn connect_sending(&self, count: usize, bytes: &[u8]) -> Vec<std::net::TcpStream> {
+        use std::io::Write;
+        (0..count)
+            .map(|_| {
+                let mut stream = std::net::TcpStream::connect(self.addr).unwrap();
+                stream.write_all(bytes).unwrap();
+                stream
+            })
+            .collect()
+    }
+
     pub fn url(&self, path: &str) -> String {
         self.process.url(path)
     }
